@@ -1,0 +1,3 @@
+"""proctor: evaluate untrusted ML submissions safely."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,97 @@
+"""The FastAPI application: routes, the single error shape, request metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from proctor import __version__, exceptions
+from proctor.api.routes import health, jobs
+from proctor.config import Settings
+from proctor.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_parameter",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+async def _proctor_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, exceptions.ProctorError)
+    if exc.status_code >= 500:
+        log.error("request failed: %s", exc.message, exc_info=exc)
+    return error_response(exc.status_code, exc.code, exc.message)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+    )
+    return error_response(422, "invalid_parameter", problems or "the request is not valid")
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, "error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(500, "internal", "the server failed; the error was logged")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="proctor",
+        version=__version__,
+        summary="Evaluate untrusted ML submissions in a locked-down sandbox.",
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics(settings)
+    app.add_exception_handler(exceptions.ProctorError, _proctor_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        app.state.metrics.latency.labels(request.method, template, response.status_code).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    return app

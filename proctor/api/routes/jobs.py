@@ -1,0 +1,229 @@
+"""Routes of `/api/v1/jobs`: submit, read, list, logs, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from proctor import db, exceptions, jobs, store, submissions
+from proctor.api.deps import CurrentUser, SettingsDep
+from proctor.api.schemas import ErrorBody, JobOut, JobPage
+from proctor.config import Settings
+from proctor.models import Job, User
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+FOLLOW_POLL_SECONDS = 0.5
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+FORM_FIELD_MAX_BYTES = 64 * 1024
+RAW_TYPES = frozenset(
+    {
+        "application/octet-stream",
+        "text/plain",
+        "application/x-tar",
+        "application/gzip",
+        "application/x-gzip",
+    }
+)
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 429, 503)
+}
+
+
+def _job_out(settings: Settings, job_id: str, viewer: User) -> JobOut:
+    with db.session_scope(settings) as session:
+        job = store.get_job(session, job_id, viewer)
+        names = store.owner_names(session, [job.owner_id])
+        return JobOut.of(job, names.get(job.owner_id))
+
+
+async def _read_upload(request: Request, settings: Settings) -> submissions.Request:
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
+        raise exceptions.UploadTooLarge(
+            f"the upload is {declared} bytes, over the {limit}-byte limit"
+        )
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return await _read_form(request, limit)
+    if content_type in RAW_TYPES or not content_type:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise exceptions.UploadTooLarge(f"the upload is over the {limit}-byte limit")
+        params = request.query_params
+        return submissions.Request(
+            data=bytes(body),
+            name=params.get("name"),
+            dataset=params.get("dataset"),
+            timeout=_timeout(params.get("timeout")),
+        )
+    raise exceptions.UnsupportedUpload(
+        f"content type {content_type!r} is not accepted: send multipart/form-data with a "
+        "'file' part, or the Dockerfile or archive as application/octet-stream"
+    )
+
+
+async def _read_form(request: Request, limit: int) -> submissions.Request:
+    try:
+        form = await request.form(max_files=1, max_fields=16, max_part_size=FORM_FIELD_MAX_BYTES)
+    except Exception as exc:  # python-multipart raises several unrelated types
+        raise exceptions.UnreadableUpload(f"the multipart body cannot be read: {exc}") from exc
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise exceptions.UnreadableUpload("the multipart body has no file part named 'file'")
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise exceptions.UploadTooLarge(f"the upload is over the {limit}-byte limit")
+
+        def text(key: str) -> str | None:
+            value = form.get(key)
+            return value if isinstance(value, str) else None
+
+        return submissions.Request(
+            data=data,
+            name=text("name"),
+            dataset=text("dataset"),
+            timeout=_timeout(text("timeout")),
+        )
+    finally:
+        await form.close()
+
+
+def _timeout(value: str | None) -> float | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise exceptions.InvalidParameter(f"timeout {value!r} is not a number of seconds") from exc
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "dataset": {"type": "string"},
+                            "timeout": {"type": "number"},
+                            "name": {"type": "string"},
+                            "callback_url": {"type": "string"},
+                        },
+                    }
+                },
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+)
+async def submit_job(
+    request: Request, response: Response, user: CurrentUser, settings: SettingsDep
+) -> JobOut:
+    """Submit a Dockerfile or a .tar/.tar.gz build context."""
+    upload = await _read_upload(request, settings)
+    job = await run_in_threadpool(submissions.submit, settings, user.id, upload)
+    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    return JobOut.of(job, user.name)
+
+
+@router.get("", response_model=JobPage, responses=ERRORS)
+def list_jobs(
+    user: CurrentUser,
+    settings: SettingsDep,
+    status: jobs.Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=store.LIST_LIMIT_MAX)] = store.LIST_LIMIT_DEFAULT,
+    cursor: str | None = None,
+    owner: Annotated[str | None, Query(alias="user")] = None,
+) -> JobPage:
+    """List your jobs (an admin: everyone's), newest first."""
+    with db.session_scope(settings) as session:
+        rows, next_cursor = store.list_jobs(
+            session, user, status=status, limit=limit, cursor=cursor, user=owner
+        )
+        names = store.owner_names(session, (job.owner_id for job in rows))
+        items = [JobOut.of(job, names.get(job.owner_id)) for job in rows]
+    return JobPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
+def get_job(job_id: str, user: CurrentUser, settings: SettingsDep) -> JobOut:
+    """One job."""
+    return _job_out(settings, job_id, user)
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, responses=ERRORS)
+def cancel_job(job_id: str, user: CurrentUser, settings: SettingsDep) -> JobOut:
+    """Cancel a job that has not finished; its container is killed within seconds."""
+    with db.session_scope(settings) as session:
+        job = store.request_cancel(session, job_id, user)
+        names = store.owner_names(session, [job.owner_id])
+        return JobOut.of(job, names.get(job.owner_id))
+
+
+@router.get(
+    "/{job_id}/logs",
+    response_class=PlainTextResponse,
+    responses={**ERRORS, 200: {"content": {"text/plain": {}}}},
+)
+async def job_logs(
+    job_id: str,
+    user: CurrentUser,
+    settings: SettingsDep,
+    stream: jobs.Stream | None = None,
+    follow: bool = False,
+) -> Response:
+    """Build and run logs as text; `follow=true` streams them until the job is final."""
+    await run_in_threadpool(_job_out, settings, job_id, user)
+    if not follow:
+        text = await run_in_threadpool(_logs_text, settings, job_id, stream)
+        return PlainTextResponse(text)
+    return StreamingResponse(
+        _follow(settings, job_id, stream), media_type="text/plain; charset=utf-8"
+    )
+
+
+def _logs_text(settings: Settings, job_id: str, stream: jobs.Stream | None) -> str:
+    with db.session_scope(settings) as session:
+        return store.read_logs(session, job_id, stream)
+
+
+def _poll_logs(
+    settings: Settings, job_id: str, stream: jobs.Stream | None, after: int
+) -> tuple[list[str], int, bool]:
+    with db.session_scope(settings) as session:
+        status = session.get_one(Job, job_id).status
+        chunks, after = store.read_log_chunks(session, job_id, stream=stream, after=after)
+    return chunks, after, jobs.Status(status).is_final
+
+
+async def _follow(
+    settings: Settings, job_id: str, stream: jobs.Stream | None
+) -> AsyncIterator[str]:
+    after = 0
+    while True:
+        chunks, after, final = await run_in_threadpool(_poll_logs, settings, job_id, stream, after)
+        for chunk in chunks:
+            yield chunk
+        if final:
+            # The status was read before the chunks, and a worker stores all output
+            # before the final state: nothing can follow.
+            return
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)

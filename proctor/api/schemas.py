@@ -1,0 +1,94 @@
+"""The JSON shapes of the HTTP API (they are the OpenAPI document's schemas)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from proctor.jobs import Status
+from proctor.models import Job
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable error code")
+    message: str = Field(description="one human sentence naming the cause")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class FindingOut(BaseModel):
+    rule: str
+    severity: str
+    message: str
+    line: int | None = None
+
+
+class JobLinks(BaseModel):
+    self: str
+    logs: str
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str | None
+    owner: str | None = Field(None, description="the user who submitted the job")
+    status: Status
+    performance: float | None
+    metrics: dict[str, float] | None
+    error: ErrorDetail | None
+    exit_code: int | None
+    image_id: str | None
+    dataset: str | None
+    timeout: float
+    findings: list[FindingOut]
+    attempts: int
+    sandbox: dict[str, Any] | None
+    timeline: dict[str, str] = Field(description="when the job entered each state (RFC 3339)")
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    links: JobLinks
+
+    @classmethod
+    def of(cls, job: Job, owner: str | None = None) -> JobOut:
+        base = f"/api/v1/jobs/{job.id}"
+        error = (
+            ErrorDetail(code=job.error_code, message=job.error_message or "")
+            if job.error_code
+            else None
+        )
+        return cls(
+            id=job.id,
+            name=job.name,
+            owner=owner,
+            status=Status(job.status),
+            performance=job.performance,
+            metrics=job.metrics,
+            error=error,
+            exit_code=job.exit_code,
+            image_id=job.image_id,
+            dataset=job.dataset,
+            timeout=job.timeout,
+            findings=[FindingOut(**f) for f in job.findings or []],
+            attempts=job.attempts,
+            sandbox=job.sandbox,
+            timeline=job.timeline or {},
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            links=JobLinks(self=base, logs=f"{base}/logs"),
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,152 @@
+"""proctor's settings: one place that reads the environment and the optional TOML file."""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: Any) -> int:
+    """Turn `512m`, `2g`, `1.5GiB` or a plain number of bytes into bytes."""
+    if isinstance(value, bool):
+        raise ValueError("a size must be a number of bytes or a string such as 512m or 2g")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a size: use bytes or a unit, such as 512m or 2g")
+    number, unit = match.groups()
+    return int(float(number) * _SIZE_UNITS[unit.lower()])
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+
+SECRET_FIELDS = frozenset({"database_url"})
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+class Settings(BaseSettings):
+    """Every knob of proctor; environment `PROCTOR_<NAME>` or the TOML file in `PROCTOR_CONFIG`."""
+
+    model_config = SettingsConfigDict(env_prefix="PROCTOR_", extra="ignore", validate_default=True)
+
+    home: Path = Path(".proctor")
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    docker_host: str | None = None
+
+    allowed_base_images: CsvList = ["*"]
+    pull_base_images: bool = False
+
+    build_timeout: float = Field(900, gt=0)
+    build_memory: ByteSize = parse_size("2g")
+    run_timeout: float = Field(3600, gt=0)
+    run_timeout_max: float = Field(86400, gt=0)
+    run_memory: ByteSize = parse_size("2g")
+    run_cpus: float = Field(1.0, gt=0)
+    run_pids: int = Field(256, ge=8)
+    run_nofile: int = Field(1024, ge=16)
+    run_file_size_max: ByteSize = parse_size("1g")
+    run_tmp_size: ByteSize = parse_size("64m")
+    run_user: str = "65534:65534"
+
+    output_max_bytes: ByteSize = parse_size("100m")
+    perf_max_bytes: ByteSize = parse_size("64k")
+    log_max_bytes: ByteSize = parse_size("4m")
+    max_upload_bytes: ByteSize = parse_size("64m")
+    max_context_bytes: ByteSize = parse_size("512m")
+    max_context_members: int = Field(10000, ge=1)
+
+    worker_concurrency: int = Field(2, ge=1)
+    engine_retries: int = Field(4, ge=1)
+    worker_poll_interval: float = Field(0.25, gt=0)
+    lease_seconds: float = Field(30, ge=2)
+    max_attempts: int = Field(3, ge=1)
+    keep_images: bool = False
+    block_severity: str = "high"
+    datasets_dir: Path | None = None
+
+    @field_validator("block_severity")
+    @classmethod
+    def _known_severity(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in SEVERITIES:
+            raise ValueError(f"must be one of {', '.join(SEVERITIES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'proctor.db'}"
+        if self.datasets_dir is None:
+            self.datasets_dir = self.home / "datasets"
+        if self.run_timeout > self.run_timeout_max:
+            raise ValueError("run_timeout must not exceed run_timeout_max")
+        return self
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.home / "credentials.json"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Per-job scratch folders (a job's `/data`) live here, on the worker's host."""
+        return self.home / "jobs"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("PROCTOR_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    def shown(self) -> dict[str, Any]:
+        """The effective settings for display, secrets masked."""
+        values = self.model_dump(mode="json")
+        for key in SECRET_FIELDS:
+            values[key] = _mask_url(str(values[key]))
+        return values
+
+
+def _mask_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,109 @@
+"""Database connections and schema upgrades (Alembic), for SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from proctor import exceptions
+from proctor.config import Settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+POOL_PRE_PING = True
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the API read while a worker writes; NORMAL sync is durable across crashes of
+    # the process (only an OS crash may lose the last commits).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def get_engine(url: str) -> Engine:
+    """One engine (and pool) per database URL per process."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create_engine(url)
+            _engines[url] = engine
+        return engine
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=POOL_PRE_PING, pool_size=10, max_overflow=20)
+
+
+def dispose_engines() -> None:
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def sessionmaker_for(settings: Settings) -> sessionmaker[Session]:
+    return sessionmaker(get_engine(settings.database_url), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(settings: Settings) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error.
+
+    A database that cannot be reached becomes `ServiceUnavailable`, so the edges
+    answer 503 (API) or retry (worker) instead of crashing.
+    """
+    session = sessionmaker_for(settings)()
+    try:
+        yield session
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        raise exceptions.ServiceUnavailable(f"the database is unavailable: {exc.orig}") from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def alembic_config(settings: Settings) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Alembic's config is ConfigParser-based: a literal % must be doubled.
+    config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade(settings: Settings) -> None:
+    """Bring the schema to the newest revision (creating the database if needed)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with get_engine(settings.database_url).begin() as connection:
+        config = alembic_config(settings)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

@@ -1,0 +1,387 @@
+"""The container engine behind a small typed interface, and its Docker implementation.
+
+docker-py is untyped and raises its own errors; this module is the only place
+that sees either. A Kubernetes executor would implement the same `Executor`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import docker
+import docker.errors
+import requests
+from docker.types import LogConfig, Ulimit
+
+from proctor import exceptions
+from proctor.sandbox import (
+    DATASET_MOUNT,
+    LOG_DRIVER,
+    NANO_CPUS_PER_CPU,
+    OUTPUT_MOUNT,
+    TMP_MOUNT,
+    SandboxProfile,
+)
+
+JOB_LABEL = "proctor.job"
+MANAGED_LABEL = "proctor.managed"
+ENGINE_TIMEOUT_SECONDS = 60
+WAIT_POLL_SECONDS = 0.2
+KILL_GRACE_SECONDS = 10
+
+LogSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    user: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int | None
+    oom_killed: bool = False
+    timed_out: bool = False
+    aborted: bool = False
+
+
+class Executor(Protocol):
+    """What the pipeline needs from a container engine."""
+
+    def ping(self) -> None: ...
+
+    def image_present(self, reference: str) -> bool: ...
+
+    def pull(self, reference: str) -> None: ...
+
+    def build(
+        self,
+        job_id: str,
+        context: bytes,
+        *,
+        memory_bytes: int,
+        deadline: float,
+        abort: threading.Event,
+        on_log: LogSink,
+    ) -> str: ...
+
+    def inspect_image(self, image_id: str) -> ImageInfo: ...
+
+    def run(
+        self,
+        job_id: str,
+        image_id: str,
+        profile: SandboxProfile,
+        output_dir: Path,
+        *,
+        dataset_dir: Path | None,
+        abort: threading.Event,
+        on_log: LogSink,
+    ) -> RunResult: ...
+
+    def remove_image(self, image_id: str) -> None: ...
+
+    def remove_containers(self, job_id: str) -> None: ...
+
+
+def job_labels(job_id: str) -> dict[str, str]:
+    return {JOB_LABEL: job_id, MANAGED_LABEL: "true"}
+
+
+class DockerEngine:
+    """`Executor` on a Docker engine, through the Engine API (docker-py)."""
+
+    def __init__(self, base_url: str | None = None) -> None:
+        try:
+            if base_url:
+                self._client = docker.DockerClient(
+                    base_url=base_url, timeout=ENGINE_TIMEOUT_SECONDS
+                )
+            else:
+                self._client = docker.from_env(timeout=ENGINE_TIMEOUT_SECONDS)
+        except docker.errors.DockerException as exc:
+            raise exceptions.EngineUnavailable(f"the Docker engine is unreachable: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ping(self) -> None:
+        with _engine_errors():
+            self._client.ping()
+
+    def image_present(self, reference: str) -> bool:
+        with _engine_errors():
+            try:
+                self._client.images.get(reference)
+            except docker.errors.ImageNotFound:
+                return False
+        return True
+
+    def pull(self, reference: str) -> None:
+        with _engine_errors():
+            try:
+                self._client.images.pull(reference)
+            except docker.errors.APIError as exc:
+                raise exceptions.ImageMissing(
+                    f"base image {reference} could not be pulled: {exc.explanation}"
+                ) from exc
+
+    def build(
+        self,
+        job_id: str,
+        context: bytes,
+        *,
+        memory_bytes: int,
+        deadline: float,
+        abort: threading.Event,
+        on_log: LogSink,
+    ) -> str:
+        """Build without network; return the image id. Stops at `deadline` or on `abort`."""
+        api = self._client.api
+        params = {
+            "rm": "1",
+            "forcerm": "1",
+            "pull": "",
+            "networkmode": "none",
+            "memory": str(memory_bytes),
+            "memswap": str(memory_bytes),
+            "labels": json.dumps(job_labels(job_id)),
+        }
+        # docker-py's build() hides the HTTP response; posting to /build ourselves keeps
+        # it, so that cutting the stream (time limit, cancel) makes the engine stop.
+        with _engine_errors():
+            response = api.post(
+                f"{api.base_url}/v{api.api_version}/build",
+                data=context,
+                params=params,
+                headers={"Content-Type": "application/x-tar"},
+                stream=True,
+                timeout=None,
+            )
+        if response.status_code >= 400:
+            detail = response.text.strip()
+            response.close()
+            raise exceptions.BuildError(f"the engine refused the build: {detail}")
+        stop = _Stopper(response)
+        watchdog = threading.Thread(
+            target=stop.when, args=(abort, deadline), name=f"build-watch-{job_id}", daemon=True
+        )
+        watchdog.start()
+        try:
+            return self._follow_build(response, stop, on_log)
+        finally:
+            stop.finished.set()
+            watchdog.join()
+            response.close()
+
+    def _follow_build(self, response: requests.Response, stop: _Stopper, on_log: LogSink) -> str:
+        image_id: str | None = None
+        last_step: str | None = None
+        try:
+            for message in _json_lines(response):
+                if "stream" in message:
+                    text = str(message["stream"])
+                    if text.startswith("Step "):
+                        last_step = text.strip()
+                    on_log(text)
+                elif "aux" in message and isinstance(message["aux"], dict):
+                    image_id = str(message["aux"].get("ID") or image_id or "")
+                elif "error" in message:
+                    error = str(message["error"]).strip()
+                    on_log(f"ERROR: {error}\n")
+                    if stop.fired:
+                        raise exceptions.BuildAborted(stop.reason)
+                    raise exceptions.BuildError(error, step=last_step)
+                elif "status" in message:
+                    on_log(f"{message['status']}\n")
+        except (requests.RequestException, OSError, ValueError) as exc:
+            if stop.fired:
+                raise exceptions.BuildAborted(stop.reason) from exc
+            raise exceptions.EngineError(f"the build stream broke: {exc}") from exc
+        if stop.fired:
+            raise exceptions.BuildAborted(stop.reason)
+        if not image_id:
+            raise exceptions.BuildError("the engine reported no image id", step=last_step)
+        return image_id
+
+    def inspect_image(self, image_id: str) -> ImageInfo:
+        with _engine_errors():
+            image = self._client.images.get(image_id)
+        config = image.attrs.get("Config") or {}
+        return ImageInfo(
+            id=str(image.id),
+            user=str(config.get("User") or ""),
+            size_bytes=int(image.attrs.get("Size") or 0),
+        )
+
+    def run(
+        self,
+        job_id: str,
+        image_id: str,
+        profile: SandboxProfile,
+        output_dir: Path,
+        *,
+        dataset_dir: Path | None,
+        abort: threading.Event,
+        on_log: LogSink,
+    ) -> RunResult:
+        options = _container_options(job_id, profile, output_dir, dataset_dir)
+        with _engine_errors():
+            container = self._client.containers.create(image_id, **options)
+        try:
+            with _engine_errors():
+                container.start()
+            logs = threading.Thread(
+                target=_pump_logs, args=(container, on_log), name=f"logs-{job_id}", daemon=True
+            )
+            logs.start()
+            result = self._wait(container, profile.timeout_seconds, abort)
+            logs.join(timeout=KILL_GRACE_SECONDS)
+            return result
+        finally:
+            with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+                container.remove(force=True)
+
+    def _wait(self, container: Any, timeout: float, abort: threading.Event) -> RunResult:
+        exited = threading.Event()
+
+        def wait_exit() -> None:
+            with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+                container.wait()
+            exited.set()
+
+        threading.Thread(target=wait_exit, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        timed_out = aborted = False
+        while not exited.wait(WAIT_POLL_SECONDS):
+            if abort.is_set() or time.monotonic() >= deadline:
+                aborted, timed_out = abort.is_set(), not abort.is_set()
+                with _engine_errors(), contextlib.suppress(docker.errors.APIError):
+                    container.kill()
+                exited.wait(KILL_GRACE_SECONDS)
+                break
+        with _engine_errors():
+            container.reload()
+        state = container.attrs.get("State") or {}
+        return RunResult(
+            exit_code=state.get("ExitCode"),
+            oom_killed=bool(state.get("OOMKilled")),
+            timed_out=timed_out,
+            aborted=aborted,
+        )
+
+    def remove_image(self, image_id: str) -> None:
+        with _engine_errors(), contextlib.suppress(docker.errors.ImageNotFound):
+            self._client.images.remove(image_id, force=True, noprune=False)
+
+    def remove_containers(self, job_id: str) -> None:
+        with _engine_errors():
+            for container in self._client.containers.list(
+                all=True, filters={"label": f"{JOB_LABEL}={job_id}"}
+            ):
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True)
+
+
+def _container_options(
+    job_id: str, profile: SandboxProfile, output_dir: Path, dataset_dir: Path | None
+) -> dict[str, Any]:
+    volumes = {str(output_dir): {"bind": OUTPUT_MOUNT, "mode": "rw"}}
+    if dataset_dir is not None:
+        volumes[str(dataset_dir)] = {"bind": DATASET_MOUNT, "mode": "ro"}
+    return {
+        "detach": True,
+        "labels": job_labels(job_id),
+        "network_mode": profile.network,
+        "read_only": profile.read_only_rootfs,
+        "user": profile.user,
+        "cap_drop": list(profile.cap_drop),
+        "security_opt": ["no-new-privileges:true"],
+        "mem_limit": profile.memory_bytes,
+        "memswap_limit": profile.memory_swap_bytes,
+        "nano_cpus": int(profile.cpus * NANO_CPUS_PER_CPU),
+        "pids_limit": profile.pids_limit,
+        "ulimits": [
+            Ulimit(name="nofile", soft=profile.nofile_limit, hard=profile.nofile_limit),
+            Ulimit(
+                name="fsize",
+                soft=profile.file_size_limit_bytes,
+                hard=profile.file_size_limit_bytes,
+            ),
+        ],
+        "tmpfs": {TMP_MOUNT: f"rw,nosuid,nodev,size={profile.tmp_size_bytes}"},
+        "volumes": volumes,
+        # The engine's own copy of the output is capped too, so a flood cannot fill its disk.
+        "log_config": LogConfig(
+            type=LOG_DRIVER,
+            config={"max-size": str(max(profile.log_max_bytes, 1024)), "max-file": "1"},
+        ),
+        "environment": {"HOME": "/tmp"},
+        "stdin_open": False,
+        "tty": False,
+    }
+
+
+def _pump_logs(container: Any, on_log: LogSink) -> None:
+    with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+            on_log(chunk.decode("utf-8", errors="replace"))
+
+
+def _json_lines(response: requests.Response) -> Iterator[dict[str, Any]]:
+    buffer = b""
+    for chunk in response.iter_content(chunk_size=None):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+    if buffer.strip():
+        yield json.loads(buffer)
+
+
+class _Stopper:
+    """Cuts a build's HTTP stream, which makes the engine abandon the build."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self._response = response
+        self.finished = threading.Event()
+        self.fired = False
+        self.reason = ""
+
+    def when(self, abort: threading.Event, deadline: float) -> None:
+        while not self.finished.wait(WAIT_POLL_SECONDS):
+            if abort.is_set() or time.monotonic() >= deadline:
+                self.reason = "cancelled" if abort.is_set() else "time limit reached"
+                self.fired = True
+                self._cut()
+                return
+
+    def _cut(self) -> None:
+        raw = getattr(getattr(getattr(self._response.raw, "_fp", None), "fp", None), "raw", None)
+        sock = getattr(raw, "_sock", None)
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._response.close()
+
+
+@contextlib.contextmanager
+def _engine_errors() -> Iterator[None]:
+    """Map docker-py and transport errors to proctor's engine errors."""
+    try:
+        yield
+    except (requests.ConnectionError, docker.errors.DockerException) as exc:
+        if isinstance(exc, docker.errors.APIError) and exc.response is not None:
+            raise exceptions.EngineError(f"the Docker engine failed: {exc.explanation}") from exc
+        raise exceptions.EngineUnavailable(f"the Docker engine is unreachable: {exc}") from exc

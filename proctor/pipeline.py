@@ -1,0 +1,348 @@
+"""One attempt of one job: fetch the context, build, check, run sandboxed, collect the score."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proctor import checks, db, exceptions, intake, jobs, perf, store
+from proctor.config import Settings
+from proctor.engine import Executor
+from proctor.jobs import ErrorCode, Outcome, Status
+from proctor.sandbox import SandboxProfile
+
+log = logging.getLogger(__name__)
+
+LOG_FLUSH_SECONDS = 0.5
+LOG_FLUSH_BYTES = 64 * 1024
+ENGINE_RETRY_BASE_SECONDS = 1.0
+OUTPUT_DIR_MODE = 0o1777  # the job's uid is not known on the host; sticky like /tmp
+
+
+class StopReason(enum.StrEnum):
+    CANCEL = "cancel"  # the owner or an admin cancelled the job
+    SHUTDOWN = "shutdown"  # the worker is stopping; the job goes back to the queue
+    LEASE_LOST = "lease_lost"  # another worker may hold the job now
+
+
+@dataclass
+class Control:
+    """How the worker tells a running attempt to stop, and why."""
+
+    abort: threading.Event = field(default_factory=threading.Event)
+    reason: StopReason | None = None
+
+    def stop(self, reason: StopReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.abort.set()
+
+
+class LogSink:
+    """Buffers a job's output and stores it in batches, up to the per-stream cap."""
+
+    def __init__(self, settings: Settings, job_id: str, stream: jobs.Stream) -> None:
+        self._settings = settings
+        self._job_id = job_id
+        self._stream = stream
+        self._cap = settings.log_max_bytes
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._pending_bytes = 0
+        self._stored_bytes = 0
+        self._truncated = False
+        self._last_flush = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        with self._lock:
+            if self._truncated:
+                return
+            room = self._cap - self._stored_bytes - self._pending_bytes
+            data = text.encode("utf-8", errors="replace")
+            if len(data) > room:
+                text = data[: max(room, 0)].decode("utf-8", errors="ignore")
+                text += f"\n[proctor: {self._stream} log truncated at {self._cap} bytes]\n"
+                self._truncated = True
+            self._pending.append(text)
+            self._pending_bytes += len(text.encode("utf-8", errors="replace"))
+            due = time.monotonic() - self._last_flush >= LOG_FLUSH_SECONDS
+            if due or self._pending_bytes >= LOG_FLUSH_BYTES or self._truncated:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        with db.session_scope(self._settings) as session:
+            store.append_log(session, self._job_id, self._stream, text)
+        self._stored_bytes += self._pending_bytes
+        self._pending, self._pending_bytes = [], 0
+        self._last_flush = time.monotonic()
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What the worker knows of a job it claimed."""
+
+    id: str
+    timeout: float
+    dataset: str | None = None
+
+
+class Interrupted(Exception):
+    """The attempt was told to stop (see `Control.reason`)."""
+
+
+class Pipeline:
+    """Runs one claimed job to its outcome; the worker decides what to do with it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        executor: Executor,
+        worker_id: str,
+        job_checks: tuple[checks.Check, ...] = checks.DEFAULT_CHECKS,
+    ) -> None:
+        self.settings = settings
+        self.executor = executor
+        self.worker_id = worker_id
+        self.checks = job_checks
+        self.block_severity = checks.parse_severity(settings.block_severity)
+
+    def execute(self, ticket: Ticket, control: Control) -> Outcome | None:
+        """Run the attempt; None when it was interrupted without an outcome of its own."""
+        job_id = ticket.id
+        build_log = LogSink(self.settings, job_id, jobs.Stream.BUILD)
+        run_log = LogSink(self.settings, job_id, jobs.Stream.RUN)
+        image_id: str | None = None
+        output_dir = self.settings.jobs_dir / job_id
+        try:
+            self._ready_engine(control)
+            with db.session_scope(self.settings) as session:
+                context = store.load_context(session, job_id)
+            submission = self._resubmit(context)
+            image_id = self._build(job_id, submission, control, build_log)
+            self._scan(job_id, submission, image_id, control, build_log)
+            return self._run(ticket, image_id, output_dir, control, run_log)
+        except _Failed as failed:
+            build_log(f"[proctor] {failed}\n")
+            return failed.outcome
+        except Interrupted:
+            if control.reason is StopReason.CANCEL:
+                return Outcome.failed(ErrorCode.CANCELLED, "cancelled by its owner or an admin")
+            return None
+        except exceptions.EngineError as exc:
+            log.exception("job %s: engine failure", job_id)
+            return Outcome.failed(ErrorCode.INTERNAL, f"the Docker engine failed: {exc.message}")
+        finally:
+            build_log.flush()
+            run_log.flush()
+            self._clean_up(job_id, image_id, output_dir)
+
+    # --- phases ------------------------------------------------------------------------
+
+    def _ready_engine(self, control: Control) -> None:
+        tries = self.settings.engine_retries
+        for attempt in range(tries):
+            try:
+                self.executor.ping()
+                return
+            except exceptions.EngineUnavailable as exc:
+                if attempt == tries - 1:
+                    raise _Failed.of(
+                        ErrorCode.INTERNAL,
+                        f"the Docker engine is unreachable after {tries} tries: {exc.message}",
+                    ) from exc
+                if control.abort.wait(ENGINE_RETRY_BASE_SECONDS * 2**attempt):
+                    raise Interrupted(control.reason) from exc
+
+    def _resubmit(self, context: bytes) -> intake.Submission:
+        # The context was checked at submission; checking again here applies this
+        # worker's allowlist and proves the stored bytes are the ones that were checked.
+        try:
+            return intake.read_submission(context, intake.IntakeLimits.from_settings(self.settings))
+        except exceptions.SubmissionError as exc:
+            raise _Failed.of(ErrorCode.BUILD_FAILED, exc.message) from exc
+
+    def _build(
+        self, job_id: str, submission: intake.Submission, control: Control, on_log: LogSink
+    ) -> str:
+        self._check_point(control)
+        started = time.monotonic()
+        for image in submission.base_images:
+            self._ensure_base_image(image, on_log)
+        try:
+            image_id = self.executor.build(
+                job_id,
+                submission.context,
+                memory_bytes=self.settings.build_memory,
+                deadline=started + self.settings.build_timeout,
+                abort=control.abort,
+                on_log=on_log,
+            )
+        except exceptions.BuildAborted as exc:
+            self._check_point(control)
+            raise _Failed.of(
+                ErrorCode.BUILD_TIMEOUT,
+                f"the build ran past its {self.settings.build_timeout:g}-second limit",
+            ) from exc
+        except exceptions.BuildError as exc:
+            where = f" at {exc.step!r}" if exc.step else ""
+            raise _Failed.of(ErrorCode.BUILD_FAILED, f"the build failed{where}: {exc}") from exc
+        self._observe(Status.BUILDING, time.monotonic() - started)
+        self._record(job_id, image_id=image_id)
+        return image_id
+
+    def _ensure_base_image(self, image: str, on_log: LogSink) -> None:
+        if self.executor.image_present(image):
+            return
+        if not self.settings.pull_base_images:
+            raise _Failed.of(
+                ErrorCode.BUILD_FAILED,
+                f"base image {image} is not on this worker's engine and pulling is disabled "
+                "(PROCTOR_PULL_BASE_IMAGES)",
+            )
+        on_log(f"[proctor] pulling base image {image}\n")
+        try:
+            self.executor.pull(image)
+        except exceptions.ImageMissing as exc:
+            raise _Failed.of(ErrorCode.BUILD_FAILED, exc.message) from exc
+
+    def _scan(
+        self,
+        job_id: str,
+        submission: intake.Submission,
+        image_id: str,
+        control: Control,
+        on_log: LogSink,
+    ) -> None:
+        self._advance(job_id, Status.SCANNING, control)
+        started = time.monotonic()
+        subject = checks.Subject(submission.dockerfile, self.executor.inspect_image(image_id))
+        findings = checks.run_checks(self.checks, subject)
+        self._record(job_id, findings=[f.record() for f in findings])
+        for finding in findings:
+            on_log(f"[proctor] {finding.severity.value}: {finding.rule}: {finding.message}\n")
+        self._observe(Status.SCANNING, time.monotonic() - started)
+        blockers = checks.blocking(findings, self.block_severity)
+        if blockers:
+            raise _Failed.of(ErrorCode.SCAN_REJECTED, checks.rejection_message(blockers))
+
+    def _run(
+        self,
+        ticket: Ticket,
+        image_id: str,
+        output_dir: Path,
+        control: Control,
+        on_log: LogSink,
+    ) -> Outcome:
+        job_id, timeout = ticket.id, ticket.timeout
+        dataset_dir = None
+        if ticket.dataset is not None:
+            assert self.settings.datasets_dir is not None
+            dataset_dir = self.settings.datasets_dir / ticket.dataset
+            if not dataset_dir.is_dir():
+                raise _Failed.of(
+                    ErrorCode.INTERNAL, f"dataset {ticket.dataset!r} is not on this worker"
+                )
+        self._advance(job_id, Status.RUNNING, control)
+        image = self.executor.inspect_image(image_id)
+        profile = SandboxProfile.for_job(self.settings, image_user=image.user, timeout=timeout)
+        self._record(job_id, sandbox=profile.record())
+        shutil.rmtree(output_dir, ignore_errors=True)
+        output_dir.mkdir(parents=True)
+        output_dir.chmod(OUTPUT_DIR_MODE)
+        started = time.monotonic()
+        result = self.executor.run(
+            job_id,
+            image_id,
+            profile,
+            output_dir,
+            dataset_dir=dataset_dir,
+            abort=control.abort,
+            on_log=on_log,
+        )
+        self._observe(Status.RUNNING, time.monotonic() - started)
+        if result.aborted:
+            self._check_point(control)
+        if result.timed_out:
+            return Outcome.failed(
+                ErrorCode.TIMEOUT,
+                f"the container ran past its {timeout:g}-second limit and was killed",
+            )
+        if result.oom_killed:
+            return Outcome.failed(
+                ErrorCode.OOM_KILLED,
+                f"the container exceeded its memory limit of {profile.memory_bytes} bytes",
+                exit_code=result.exit_code,
+            )
+        if result.exit_code != 0:
+            return Outcome.failed(
+                ErrorCode.EXIT_NONZERO,
+                f"the container exited with code {result.exit_code}",
+                exit_code=result.exit_code,
+            )
+        try:
+            score = perf.read_perf(output_dir, self.settings.perf_max_bytes)
+        except perf.PerfError as exc:
+            return Outcome.failed(exc.code, exc.message, exit_code=0)
+        return Outcome.succeeded(score.performance, score.metrics)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _check_point(self, control: Control) -> None:
+        if control.abort.is_set():
+            raise Interrupted(control.reason)
+
+    def _advance(self, job_id: str, status: Status, control: Control) -> None:
+        self._check_point(control)
+        with db.session_scope(self.settings) as session:
+            moved = store.advance(session, job_id, self.worker_id, status)
+        if not moved:
+            # Either cancelled (the flag blocks the move) or the lease went elsewhere.
+            control.stop(
+                StopReason.CANCEL if self._cancel_flagged(job_id) else StopReason.LEASE_LOST
+            )
+            raise Interrupted(control.reason)
+
+    def _cancel_flagged(self, job_id: str) -> bool:
+        with db.session_scope(self.settings) as session:
+            return job_id in store.cancel_requested(session, [job_id])
+
+    def _record(self, job_id: str, **values: object) -> None:
+        with db.session_scope(self.settings) as session:
+            store.record(session, job_id, self.worker_id, **values)
+
+    def _observe(self, phase: Status, seconds: float) -> None:
+        with db.session_scope(self.settings) as session:
+            store.observe_phase(session, phase, seconds)
+
+    def _clean_up(self, job_id: str, image_id: str | None, output_dir: Path) -> None:
+        with contextlib.suppress(exceptions.EngineError):
+            self.executor.remove_containers(job_id)
+        if image_id and not self.settings.keep_images:
+            with contextlib.suppress(exceptions.EngineError):
+                self.executor.remove_image(image_id)
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+class _Failed(Exception):
+    """Ends the attempt with a failed outcome."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.error.message if outcome.error else "failed")
+        self.outcome = outcome
+
+    @classmethod
+    def of(cls, code: ErrorCode, message: str) -> _Failed:
+        return cls(Outcome.failed(code, message))

@@ -1,0 +1,424 @@
+"""Job storage: every read and state change of a job, as guarded SQL statements.
+
+State changes made by a worker are conditional on it still holding the job's
+lease, so a worker that lost its lease can never overwrite a newer attempt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import math
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from proctor import exceptions, jobs
+from proctor.jobs import ErrorCode, Outcome, Status
+from proctor.models import Job, JobContext, LogChunk, PhaseHistogram, User, utcnow
+
+LIST_LIMIT_DEFAULT = 50
+LIST_LIMIT_MAX = 200
+PHASE_BUCKETS_SECONDS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, math.inf)
+_ACTIVE = [s.value for s in jobs.ACTIVE_STATES]
+_FINAL = [s.value for s in jobs.FINAL_STATES]
+
+
+def new_job_id() -> str:
+    """28 hex characters: 12 of milliseconds since the epoch, then 16 random."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class NewJob:
+    owner_id: int
+    context: bytes
+    timeout: float
+    name: str | None = None
+    dataset: str | None = None
+
+
+def create_job(session: Session, new: NewJob) -> Job:
+    now = utcnow()
+    job = Job(
+        id=new_job_id(),
+        owner_id=new.owner_id,
+        name=new.name,
+        status=Status.QUEUED.value,
+        dataset=new.dataset,
+        timeout=new.timeout,
+        context_size=len(new.context),
+        findings=[],
+        timeline={Status.QUEUED.value: now.isoformat()},
+        attempts=0,
+        cancel_requested=False,
+        created_at=now,
+    )
+    session.add(job)
+    session.add(JobContext(job_id=job.id, data=new.context))
+    session.flush()
+    return job
+
+
+# --- reading, as a user sees it ------------------------------------------------------
+
+
+def get_job(session: Session, job_id: str, viewer: User) -> Job:
+    """The job, if the viewer may see it; another user's job is as good as missing."""
+    job = session.get(Job, job_id)
+    if job is None or (job.owner_id != viewer.id and not viewer.is_admin):
+        raise exceptions.NotFound(f"no job {job_id!r}")
+    return job
+
+
+def owner_names(session: Session, owner_ids: Iterable[int]) -> dict[int, str]:
+    ids = set(owner_ids)
+    if not ids:
+        return {}
+    rows = session.execute(select(User.id, User.name).where(User.id.in_(ids)))
+    return {row.id: row.name for row in rows}
+
+
+def encode_cursor(job_id: str) -> str:
+    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        job_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise exceptions.InvalidParameter(f"cursor {cursor!r} is not valid") from exc
+    if not job_id or not all(c in "0123456789abcdef" for c in job_id):
+        raise exceptions.InvalidParameter(f"cursor {cursor!r} is not valid")
+    return job_id
+
+
+def list_jobs(
+    session: Session,
+    viewer: User,
+    *,
+    status: Status | None = None,
+    limit: int = LIST_LIMIT_DEFAULT,
+    cursor: str | None = None,
+    user: str | None = None,
+) -> tuple[Sequence[Job], str | None]:
+    """A page of jobs, newest first, and the cursor of the next page (keyset pagination)."""
+    if not 1 <= limit <= LIST_LIMIT_MAX:
+        raise exceptions.InvalidParameter(f"limit must be between 1 and {LIST_LIMIT_MAX}")
+    query = select(Job)
+    if not viewer.is_admin:
+        query = query.where(Job.owner_id == viewer.id)
+    elif user is not None:
+        owner = session.scalars(select(User).where(User.name == user)).one_or_none()
+        query = query.where(Job.owner_id == (owner.id if owner else -1))
+    if status is not None:
+        query = query.where(Job.status == status.value)
+    if cursor is not None:
+        query = query.where(Job.id < decode_cursor(cursor))
+    rows = session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)).all()
+    if len(rows) > limit:
+        return rows[:limit], encode_cursor(rows[limit - 1].id)
+    return rows, None
+
+
+def read_logs(session: Session, job_id: str, stream: jobs.Stream | None = None) -> str:
+    chunks, _ = read_log_chunks(session, job_id, stream=stream)
+    return "".join(chunks)
+
+
+def read_log_chunks(
+    session: Session, job_id: str, *, stream: jobs.Stream | None = None, after: int = 0
+) -> tuple[list[str], int]:
+    """Log text after chunk id `after`, and the id to continue from."""
+    query = select(LogChunk.id, LogChunk.data).where(LogChunk.job_id == job_id, LogChunk.id > after)
+    if stream is not None:
+        query = query.where(LogChunk.stream == stream.value)
+    rows = session.execute(query.order_by(LogChunk.id)).all()
+    return [row.data for row in rows], (rows[-1].id if rows else after)
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
+    return {status: count for status, count in rows.tuples()}
+
+
+# --- changes a user asks for ---------------------------------------------------------
+
+
+def request_cancel(session: Session, job_id: str, viewer: User) -> Job:
+    """Cancel a queued job at once, or flag an active one for its worker to stop."""
+    job = get_job(session, job_id, viewer)
+    now = utcnow()
+    message = f"cancelled by {viewer.name}"
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == Status.QUEUED.value)
+        .values(
+            status=Status.CANCELLED.value,
+            error_code=ErrorCode.CANCELLED.value,
+            error_message=message,
+            finished_at=now,
+            cancel_requested=True,
+        )
+    )
+    if _rowcount(cancelled) == 0:
+        flagged = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(_ACTIVE))
+            .values(cancel_requested=True)
+        )
+        if _rowcount(flagged) == 0:
+            session.refresh(job)
+            raise exceptions.Conflict(f"job {job_id} is already {job.status}")
+    else:
+        _stamp(session, job_id, Status.CANCELLED, now)
+    session.refresh(job)
+    return job
+
+
+# --- the worker's side ---------------------------------------------------------------
+
+
+def claim(session: Session, worker_id: str, lease_seconds: float) -> Job | None:
+    """Take the oldest queued job under a lease, atomically; None when the queue is empty.
+
+    One statement, so that two workers can never take the same job: PostgreSQL
+    skips rows another transaction has locked; SQLite serialises writers.
+    """
+    now = utcnow()
+    candidate = (
+        select(Job.id)
+        .where(Job.status == Status.QUEUED.value)
+        .order_by(Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == candidate, Job.status == Status.QUEUED.value)
+        .values(
+            status=Status.BUILDING.value,
+            lease_owner=worker_id,
+            lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+            started_at=now,
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    if claimed is None:
+        return None
+    _stamp(session, claimed, Status.BUILDING, now)
+    job = session.get(Job, claimed, populate_existing=True)
+    assert job is not None
+    return job
+
+
+def load_context(session: Session, job_id: str) -> bytes:
+    context = session.get(JobContext, job_id)
+    if context is None:
+        raise exceptions.NotFound(f"job {job_id} has no stored build context")
+    return context.data
+
+
+def advance(session: Session, job_id: str, worker_id: str, status: Status) -> bool:
+    """Move a held job to the next active phase; False if the lease is gone or it was cancelled."""
+    now = utcnow()
+    moved = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.lease_owner == worker_id,
+            Job.status.in_(_ACTIVE),
+            Job.cancel_requested.is_(False),
+        )
+        .values(status=status.value)
+    )
+    if _rowcount(moved) == 0:
+        return False
+    _stamp(session, job_id, status, now)
+    return True
+
+
+def record(session: Session, job_id: str, worker_id: str, **values: Any) -> bool:
+    """Store facts learnt during an attempt (image id, sandbox profile, findings)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status.in_(_ACTIVE))
+        .values(**values)
+    )
+    return _rowcount(result) == 1
+
+
+def finish(session: Session, job_id: str, worker_id: str, outcome: Outcome) -> bool:
+    """Record the final outcome of a held job; False if the lease was lost meanwhile."""
+    assert outcome.status.is_final
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status.in_(_ACTIVE))
+        .values(
+            status=outcome.status.value,
+            performance=outcome.performance,
+            metrics=outcome.metrics,
+            exit_code=outcome.exit_code,
+            error_code=outcome.error.code.value if outcome.error else None,
+            error_message=outcome.error.message if outcome.error else None,
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+    if _rowcount(result) == 0:
+        return False
+    _stamp(session, job_id, outcome.status, now)
+    return True
+
+
+def give_back(session: Session, job_id: str, worker_id: str) -> bool:
+    """Return a held job to the queue untried, as a worker that stops cleanly does."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status.in_(_ACTIVE))
+        .values(
+            status=Status.QUEUED.value,
+            lease_owner=None,
+            lease_expires_at=None,
+            attempts=Job.attempts - 1,
+        )
+    )
+    return _rowcount(result) == 1
+
+
+def renew_leases(
+    session: Session, worker_id: str, job_ids: Sequence[str], lease_seconds: float
+) -> set[str]:
+    """Extend the leases this worker holds; return the ids it still holds."""
+    if not job_ids:
+        return set()
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.lease_owner == worker_id, Job.status.in_(_ACTIVE))
+        .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
+    )
+    return set(
+        session.scalars(
+            select(Job.id).where(
+                Job.id.in_(job_ids), Job.lease_owner == worker_id, Job.status.in_(_ACTIVE)
+            )
+        )
+    )
+
+
+def cancel_requested(session: Session, job_ids: Sequence[str]) -> set[str]:
+    if not job_ids:
+        return set()
+    return set(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested)))
+
+
+def release_expired(session: Session, max_attempts: int) -> int:
+    """Give back jobs whose worker stopped renewing its lease; end them after max_attempts.
+
+    Returns how many jobs were re-queued or ended.
+    """
+    now = utcnow()
+    expired = (Job.status.in_(_ACTIVE), Job.lease_expires_at < now)
+    cancelled = session.execute(
+        update(Job)
+        .where(*expired, Job.cancel_requested)
+        .values(
+            status=Status.CANCELLED.value,
+            error_code=ErrorCode.CANCELLED.value,
+            error_message="cancelled while its worker was unreachable",
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+    lost = session.execute(
+        update(Job)
+        .where(*expired, Job.attempts >= max_attempts)
+        .values(
+            status=Status.FAILED.value,
+            error_code=ErrorCode.LOST.value,
+            error_message=(f"the workers running this job stopped responding {max_attempts} times"),
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+    requeued = session.execute(
+        update(Job)
+        .where(*expired)
+        .values(status=Status.QUEUED.value, lease_owner=None, lease_expires_at=None)
+    )
+    return _rowcount(cancelled) + _rowcount(lost) + _rowcount(requeued)
+
+
+def append_log(session: Session, job_id: str, stream: jobs.Stream, data: str) -> None:
+    if data:
+        session.add(LogChunk(job_id=job_id, stream=stream.value, data=data))
+
+
+def clear_logs(session: Session, job_id: str) -> None:
+    """Forget the output of an earlier attempt before a new one starts."""
+    session.execute(delete(LogChunk).where(LogChunk.job_id == job_id))
+
+
+def observe_phase(session: Session, phase: Status, seconds: float) -> None:
+    """Add one duration to the shared cumulative histogram of a phase."""
+    _ensure_histogram(session, phase)
+    buckets = [bucket_label(b) for b in PHASE_BUCKETS_SECONDS if seconds <= b]
+    session.execute(
+        update(PhaseHistogram)
+        .where(PhaseHistogram.phase == phase.value, PhaseHistogram.bucket.in_(buckets))
+        .values(value=PhaseHistogram.value + 1)
+    )
+    session.execute(
+        update(PhaseHistogram)
+        .where(PhaseHistogram.phase == phase.value, PhaseHistogram.bucket == "sum")
+        .values(value=PhaseHistogram.value + seconds)
+    )
+
+
+def phase_histograms(session: Session) -> dict[str, dict[str, float]]:
+    result: dict[str, dict[str, float]] = {}
+    for row in session.scalars(select(PhaseHistogram)):
+        result.setdefault(row.phase, {})[row.bucket] = row.value
+    return result
+
+
+def bucket_label(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def _ensure_histogram(session: Session, phase: Status) -> None:
+    labels = [bucket_label(b) for b in PHASE_BUCKETS_SECONDS] + ["sum"]
+    rows = [{"phase": phase.value, "bucket": label, "value": 0.0} for label in labels]
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(PhaseHistogram).values(rows).on_conflict_do_nothing())
+
+
+def _stamp(session: Session, job_id: str, status: Status, when: dt.datetime) -> None:
+    """Note in the job's timeline when it entered a state."""
+    timeline = session.scalar(select(Job.timeline).where(Job.id == job_id)) or {}
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(timeline={**timeline, status.value: when.isoformat()})
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)

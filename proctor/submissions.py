@@ -1,0 +1,74 @@
+"""Taking a submission: validate it, then queue it as a job. Shared by the API and tests."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from proctor import db, exceptions, intake, store
+from proctor.config import Settings
+from proctor.models import Job
+
+DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_MAX_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a client sent, before any check."""
+
+    data: bytes
+    name: str | None = None
+    dataset: str | None = None
+    timeout: float | None = None
+
+
+def validate_timeout(settings: Settings, timeout: float | None) -> float:
+    if timeout is None:
+        return settings.run_timeout
+    if not timeout > 0:
+        raise exceptions.InvalidParameter(
+            f"timeout must be a positive number of seconds, not {timeout:g}"
+        )
+    if timeout > settings.run_timeout_max:
+        raise exceptions.InvalidParameter(
+            f"timeout {timeout:g} is above the server maximum of "
+            f"{settings.run_timeout_max:g} seconds"
+        )
+    return timeout
+
+
+def validate_dataset(settings: Settings, dataset: str | None) -> str | None:
+    if dataset is None or dataset == "":
+        return None
+    assert settings.datasets_dir is not None
+    if not DATASET_NAME_RE.match(dataset) or not (settings.datasets_dir / dataset).is_dir():
+        raise exceptions.UnknownDataset(f"no dataset named {dataset!r} on this server")
+    return dataset
+
+
+def validate_name(name: str | None) -> str | None:
+    if name is None or name == "":
+        return None
+    if len(name) > NAME_MAX_CHARS:
+        raise exceptions.InvalidParameter(f"name is longer than {NAME_MAX_CHARS} characters")
+    return name
+
+
+def submit(settings: Settings, owner_id: int, request: Request) -> Job:
+    """Check a submission and queue it; raises a `SubmissionError` naming the problem."""
+    timeout = validate_timeout(settings, request.timeout)
+    dataset = validate_dataset(settings, request.dataset)
+    name = validate_name(request.name)
+    submission = intake.read_submission(request.data, intake.IntakeLimits.from_settings(settings))
+    with db.session_scope(settings) as session:
+        return store.create_job(
+            session,
+            store.NewJob(
+                owner_id=owner_id,
+                context=submission.context,
+                timeout=timeout,
+                name=name,
+                dataset=dataset,
+            ),
+        )

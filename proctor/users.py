@@ -1,0 +1,84 @@
+"""Users and their bearer tokens. Only a token's hash is stored; the token is shown once."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from proctor import db, exceptions
+from proctor.config import Settings
+from proctor.models import User
+
+TOKEN_BYTES = 32
+TOKEN_PREFIX = "pct_"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def _check_name(name: str) -> None:
+    if not NAME_RE.match(name):
+        raise exceptions.InvalidParameter(
+            f"user name {name!r} is invalid: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+
+
+def add_user(settings: Settings, name: str, *, admin: bool) -> str:
+    """Create a user and return its token (shown once, stored only as a hash)."""
+    _check_name(name)
+    token = new_token()
+    try:
+        with db.session_scope(settings) as session:
+            session.add(User(name=name, token_hash=hash_token(token), is_admin=admin))
+    except IntegrityError as exc:
+        raise exceptions.Conflict(f"a user named {name!r} already exists") from exc
+    return token
+
+
+def issue_token(settings: Settings, name: str, *, admin: bool) -> str:
+    """Create the user if missing, else give it a new token; return the token."""
+    _check_name(name)
+    token = new_token()
+    with db.session_scope(settings) as session:
+        user = session.scalars(select(User).where(User.name == name)).one_or_none()
+        if user is None:
+            session.add(User(name=name, token_hash=hash_token(token), is_admin=admin))
+        else:
+            user.token_hash = hash_token(token)
+            user.is_admin = user.is_admin or admin
+    return token
+
+
+def authenticate(session: Session, token: str) -> User:
+    """The user a bearer token belongs to, or `Unauthorized`."""
+    user = session.scalars(select(User).where(User.token_hash == hash_token(token))).one_or_none()
+    if user is None:
+        raise exceptions.Unauthorized("the bearer token is not valid")
+    return user
+
+
+def token_is_valid(settings: Settings, token: str) -> bool:
+    with db.session_scope(settings) as session:
+        try:
+            authenticate(session, token)
+        except exceptions.Unauthorized:
+            return False
+    return True
+
+
+def find_user(session: Session, name: str) -> User:
+    user = session.scalars(select(User).where(User.name == name)).one_or_none()
+    if user is None:
+        raise exceptions.NotFound(f"no user named {name!r}")
+    return user

@@ -1,0 +1,196 @@
+"""The worker: claims queued jobs under a lease and runs each through the pipeline.
+
+`worker_concurrency` slot threads each claim and run one job at a time; a
+supervisor thread renews leases, notices cancellations within a second and
+re-queues jobs whose worker died. SIGTERM/SIGINT stop claiming, interrupt the
+running jobs, remove their containers and give the jobs back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from types import FrameType
+
+from proctor import db, exceptions, store
+from proctor.config import Settings
+from proctor.engine import DockerEngine, Executor
+from proctor.jobs import ErrorCode, Outcome
+from proctor.pipeline import Control, Pipeline, StopReason, Ticket
+
+log = logging.getLogger(__name__)
+
+CANCEL_POLL_SECONDS = 1.0
+DB_RETRY_SECONDS = 2.0
+ENGINE_FAILURE_BACKOFF_SECONDS = 5.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        executor_factory: Callable[[], Executor] | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.id = worker_id or worker_name()
+        self._executor_factory = executor_factory or (lambda: DockerEngine(settings.docker_host))
+        self._stopping = threading.Event()
+        self._active: dict[str, Control] = {}
+        self._active_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._wakeup = threading.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the slot threads and the supervisor; returns at once."""
+        for slot in range(self.settings.worker_concurrency):
+            thread = threading.Thread(target=self._slot, name=f"slot-{slot}", daemon=True)
+            self._threads.append(thread)
+        self._threads.append(
+            threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+        )
+        for thread in self._threads:
+            thread.start()
+        log.info("worker %s started with %d slot(s)", self.id, self.settings.worker_concurrency)
+
+    def stop(self) -> None:
+        """Stop claiming and interrupt running jobs; they go back to the queue."""
+        if self._stopping.is_set():
+            return
+        log.info("worker %s stopping", self.id)
+        self._stopping.set()
+        self._wakeup.set()
+        with self._active_lock:
+            for control in self._active.values():
+                control.stop(StopReason.SHUTDOWN)
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+
+    def run(self) -> None:
+        self.start()
+        self.join()
+
+    @property
+    def active_jobs(self) -> list[str]:
+        with self._active_lock:
+            return list(self._active)
+
+    # --- slots --------------------------------------------------------------------------
+
+    def _slot(self) -> None:
+        executor: Executor | None = None
+        while not self._stopping.is_set():
+            try:
+                if executor is None:
+                    executor = self._executor_factory()
+                worked = self._run_one(executor)
+            except exceptions.ServiceUnavailable as exc:
+                log.warning("database unavailable, retrying: %s", exc.message)
+                self._stopping.wait(DB_RETRY_SECONDS)
+                continue
+            except Exception:
+                log.exception("worker slot failed; retrying")
+                self._stopping.wait(ENGINE_FAILURE_BACKOFF_SECONDS)
+                continue
+            if not worked:
+                self._wakeup.wait(self.settings.worker_poll_interval)
+                self._wakeup.clear()
+
+    def _run_one(self, executor: Executor) -> bool:
+        with db.session_scope(self.settings) as session:
+            job = store.claim(session, self.id, self.settings.lease_seconds)
+            if job is None:
+                return False
+            ticket = Ticket(id=job.id, timeout=job.timeout, dataset=job.dataset)
+            job_id, attempt = job.id, job.attempts
+            if attempt > 1:
+                store.clear_logs(session, job_id)
+        log.info("job %s: claimed (attempt %d)", job_id, attempt)
+        control = Control()
+        with self._active_lock:
+            self._active[job_id] = control
+        try:
+            outcome = Pipeline(self.settings, executor, self.id).execute(ticket, control)
+        except exceptions.ServiceUnavailable:
+            raise  # the lease runs out and the job is tried again
+        except Exception as exc:
+            log.exception("job %s: proctor failed", job_id)
+            outcome = Outcome.failed(ErrorCode.INTERNAL, f"proctor failed: {exc}")
+        finally:
+            with self._active_lock:
+                self._active.pop(job_id, None)
+        self._settle(job_id, outcome, control)
+        if outcome is not None and outcome.error and outcome.error.code is ErrorCode.INTERNAL:
+            # Whatever broke may break the next job too: give it a moment.
+            self._stopping.wait(ENGINE_FAILURE_BACKOFF_SECONDS)
+        return True
+
+    def _settle(self, job_id: str, outcome: Outcome | None, control: Control) -> None:
+        with db.session_scope(self.settings) as session:
+            if outcome is not None:
+                if store.finish(session, job_id, self.id, outcome):
+                    log.info("job %s: %s %s", job_id, outcome.status, outcome.error or "")
+                else:
+                    log.warning("job %s: lease lost before its outcome was stored", job_id)
+            elif control.reason is StopReason.SHUTDOWN:
+                store.give_back(session, job_id, self.id)
+                log.info("job %s: returned to the queue", job_id)
+
+    # --- supervisor ---------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        renew_every = self.settings.lease_seconds / 3
+        last_renewal = 0.0
+        while not self._stopping.wait(CANCEL_POLL_SECONDS):
+            try:
+                with db.session_scope(self.settings) as session:
+                    held = self.active_jobs
+                    for job_id in store.cancel_requested(session, held):
+                        self._stop_job(job_id, StopReason.CANCEL)
+                    if time.monotonic() - last_renewal >= renew_every:
+                        kept = store.renew_leases(
+                            session, self.id, held, self.settings.lease_seconds
+                        )
+                        for job_id in set(held) - kept:
+                            self._stop_job(job_id, StopReason.LEASE_LOST)
+                        if store.release_expired(session, self.settings.max_attempts):
+                            self._wakeup.set()
+                        last_renewal = time.monotonic()
+            except exceptions.ServiceUnavailable as exc:
+                log.warning("supervisor: database unavailable: %s", exc.message)
+
+    def _stop_job(self, job_id: str, reason: StopReason) -> None:
+        with self._active_lock:
+            control = self._active.get(job_id)
+        if control is not None:
+            log.info("job %s: stopping (%s)", job_id, reason)
+            control.stop(reason)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker in the foreground until SIGTERM or SIGINT."""
+    worker = Worker(settings)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run()

@@ -1,0 +1,235 @@
+"""The whole path on the real engine: each outcome and error code reached by a real container."""
+
+from __future__ import annotations
+
+import time
+
+import docker
+import pytest
+
+from proctor.worker import Worker
+
+from ..conftest import SettingsFactory
+from .conftest import Api, ApiFactory, WorkerFactory, containers_of, dockerfile, managed_images
+
+pytestmark = pytest.mark.docker
+
+WRITE_PERF = 'echo scoring; echo \'{"perf": 0.75, "auc": 0.9, "note": "x"}\' > /data/perf.json'
+
+
+def test_pipeline_succeeds_with_performance_and_metrics(
+    api: Api, worker: Worker, docker_client: docker.DockerClient
+) -> None:
+    job = api.run(dockerfile(WRITE_PERF))
+
+    assert job["status"] == "succeeded", job
+    assert job["performance"] == 0.75
+    assert job["metrics"] == {"auc": 0.9}
+    assert job["error"] is None
+    assert job["exit_code"] == 0
+    assert job["image_id"].startswith("sha256:")
+    assert job["attempts"] == 1
+    assert set(job["timeline"]) == {"queued", "building", "scanning", "running", "succeeded"}
+    assert job["sandbox"]["network"] == "none"
+    assert job["sandbox"]["read_only_rootfs"] is True
+    logs = api.get(f"/api/v1/jobs/{job['id']}/logs?stream=run").text
+    assert "scoring" in logs
+    assert containers_of(docker_client, job["id"]) == []
+    assert managed_images(docker_client, job["id"]) == []
+
+
+def test_pipeline_runs_as_unprivileged_user_on_read_only_root(api: Api, worker: Worker) -> None:
+    script = (
+        'echo "uid=$(id -u)"; touch /rootfs-write 2>/dev/null && echo rootfs-writable; '
+        "touch /tmp/ok && echo tmp-writable; "
+        "echo '{\"perf\": 1}' > /data/perf.json"
+    )
+    job = api.run(dockerfile(script))
+
+    assert job["status"] == "succeeded", job
+    logs = api.get(f"/api/v1/jobs/{job['id']}/logs?stream=run").text
+    assert "uid=65534" in logs
+    assert "rootfs-writable" not in logs
+    assert "tmp-writable" in logs
+
+
+def test_pipeline_has_no_network(api: Api, worker: Worker) -> None:
+    script = 'ip -o link | grep -v " lo:" | wc -l > /data/n; echo "{\\"perf\\": $(cat /data/n)}" > /data/perf.json'
+    job = api.run(dockerfile(script))
+
+    assert job["status"] == "succeeded", job
+    assert job["performance"] == 0  # only the loopback interface exists
+
+
+def test_pipeline_build_failed_names_the_instruction(api: Api, worker: Worker) -> None:
+    job = api.run("FROM proctor/busybox:latest\nRUN echo before\nRUN false\nCMD true\n")
+
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "build_failed"
+    assert "RUN false" in job["error"]["message"]
+    assert "before" in api.get(f"/api/v1/jobs/{job['id']}/logs?stream=build").text
+
+
+def test_pipeline_build_failed_when_base_image_is_absent(api: Api, worker: Worker) -> None:
+    job = api.run("FROM proctor/not-here:1\nCMD true\n")
+
+    assert job["error"]["code"] == "build_failed"
+    assert "proctor/not-here:1" in job["error"]["message"]
+    assert "pulling is disabled" in job["error"]["message"]
+
+
+def test_pipeline_build_timeout(
+    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
+) -> None:
+    settings = make_settings(build_timeout=2)
+    api = make_api(app_settings=settings)
+    make_worker(settings)
+    started = time.monotonic()
+
+    job = api.run("FROM proctor/busybox:latest\nRUN sleep 60\nCMD true\n")
+
+    assert job["error"]["code"] == "build_timeout"
+    assert "2-second limit" in job["error"]["message"]
+    assert time.monotonic() - started < 30
+
+
+def test_pipeline_timeout_kills_the_container(
+    api: Api, worker: Worker, docker_client: docker.DockerClient
+) -> None:
+    job = api.run(dockerfile("sleep 120"), timeout=2)
+
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "timeout"
+    assert "2-second limit" in job["error"]["message"]
+    assert containers_of(docker_client, job["id"]) == []
+
+
+def test_pipeline_oom_killed(
+    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
+) -> None:
+    settings = make_settings(run_memory="32m")
+    api = make_api(app_settings=settings)
+    make_worker(settings)
+
+    job = api.run(dockerfile("dd if=/dev/zero of=/dev/null bs=64M count=1"))
+
+    assert job["error"]["code"] == "oom_killed", job
+    assert str(32 * 1024 * 1024) in job["error"]["message"]
+
+
+def test_pipeline_exit_nonzero_keeps_the_exit_code(api: Api, worker: Worker) -> None:
+    job = api.run(dockerfile("echo failing >&2; exit 3"))
+
+    assert job["error"]["code"] == "exit_nonzero"
+    assert job["exit_code"] == 3
+    assert "failing" in api.get(f"/api/v1/jobs/{job['id']}/logs").text
+
+
+def test_pipeline_perf_missing(api: Api, worker: Worker) -> None:
+    job = api.run(dockerfile("true"))
+
+    assert job["error"]["code"] == "perf_missing"
+    assert job["exit_code"] == 0
+
+
+@pytest.mark.parametrize(
+    ("script", "fragment"),
+    [
+        ('echo \'{"perf": "high"}\' > /data/perf.json', "finite number"),
+        ("echo '{\"perf\": NaN}' > /data/perf.json", "not valid JSON"),
+        ("echo '{\"perf\": true}' > /data/perf.json", "finite number"),
+        ('echo "[1, 2]" > /data/perf.json', "not a JSON object"),
+        ("echo not json > /data/perf.json", "not valid JSON"),
+        ("ln -s /etc/passwd /data/perf.json", "symbolic link"),
+        ("mkdir /data/perf.json", "not a regular file"),
+        ("mkfifo /data/perf.json", "not a regular file"),
+        ("head -c 200000 /dev/zero > /data/perf.json", "limit"),
+    ],
+    ids=["string", "nan", "boolean", "array", "garbage", "symlink", "directory", "fifo", "huge"],
+)
+def test_pipeline_perf_invalid(api: Api, worker: Worker, script: str, fragment: str) -> None:
+    job = api.run(dockerfile(script))
+
+    assert job["error"]["code"] == "perf_invalid", job
+    assert fragment in job["error"]["message"]
+
+
+def test_pipeline_cancel_running_job_removes_container_within_seconds(
+    api: Api, worker: Worker, docker_client: docker.DockerClient
+) -> None:
+    job_id = api.submit_ok(dockerfile("echo started; sleep 300"))["id"]
+    api.wait(job_id, {"running"})
+    deadline = time.monotonic() + 30
+    while not containers_of(docker_client, job_id):
+        assert time.monotonic() < deadline, "the container never started"
+        time.sleep(0.1)
+
+    cancelled_at = time.monotonic()
+    response = api.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 202
+    job = api.wait(job_id, timeout=30)
+
+    assert job["status"] == "cancelled"
+    assert job["error"]["code"] == "cancelled"
+    while containers_of(docker_client, job_id):
+        assert time.monotonic() - cancelled_at < 10, "container still there 10 s after cancel"
+        time.sleep(0.1)
+
+
+def test_pipeline_cancel_during_build(api: Api, worker: Worker) -> None:
+    job_id = api.submit_ok("FROM proctor/busybox:latest\nRUN sleep 300\nCMD true\n")["id"]
+    api.wait(job_id, {"building"})
+    time.sleep(1)
+
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 202
+    job = api.wait(job_id, timeout=30)
+
+    assert job["status"] == "cancelled"
+
+
+def test_pipeline_internal_when_engine_unreachable(
+    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
+) -> None:
+    settings = make_settings(docker_host="unix:///nonexistent/docker.sock")
+    api = make_api(app_settings=settings)
+    make_worker(settings)
+
+    job = api.run(dockerfile("true"))
+
+    assert job["error"]["code"] == "internal"
+    assert "unreachable" in job["error"]["message"]
+
+
+def test_pipeline_keeps_image_when_asked(
+    make_settings: SettingsFactory,
+    make_api: ApiFactory,
+    make_worker: WorkerFactory,
+    docker_client: docker.DockerClient,
+) -> None:
+    settings = make_settings(keep_images=True)
+    api = make_api(app_settings=settings)
+    make_worker(settings)
+
+    job = api.run(dockerfile(WRITE_PERF))
+
+    assert job["status"] == "succeeded"
+    images = managed_images(docker_client, job["id"])
+    assert [image.id for image in images] == [job["image_id"]]
+    docker_client.images.remove(job["image_id"], force=True)
+
+
+def test_pipeline_runs_jobs_concurrently(
+    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
+) -> None:
+    settings = make_settings(worker_concurrency=2)
+    api = make_api(app_settings=settings)
+    make_worker(settings)
+    script = "sleep 3; echo '{\"perf\": 1}' > /data/perf.json"
+    ids = [api.submit_ok(dockerfile(script))["id"] for _ in range(2)]
+
+    jobs = [api.wait(job_id) for job_id in ids]
+
+    assert all(job["status"] == "succeeded" for job in jobs)
+    first, second = (job["timeline"] for job in jobs)
+    # Both ran at once: each started running before the other finished.
+    assert first["running"] < second["succeeded"] and second["running"] < first["succeeded"]

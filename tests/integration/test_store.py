@@ -1,0 +1,163 @@
+"""Job storage on a real database: claiming, leases, guarded updates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import update
+
+from proctor import db, exceptions, store, users
+from proctor.config import Settings
+from proctor.jobs import ErrorCode, Outcome, Status
+from proctor.models import Job, User
+
+
+def queue_jobs(settings: Settings, count: int) -> list[str]:
+    users.add_user(settings, "alice", admin=False)
+    with db.session_scope(settings) as session:
+        owner = users.find_user(session, "alice")
+        return [
+            store.create_job(session, store.NewJob(owner_id=owner.id, context=b"x", timeout=5)).id
+            for _ in range(count)
+        ]
+
+
+def expire_leases(settings: Settings) -> None:
+    with db.session_scope(settings) as session:
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        session.execute(update(Job).values(lease_expires_at=past))
+
+
+def job(settings: Settings, job_id: str) -> Job:
+    with db.session_scope(settings) as session:
+        found = session.get(Job, job_id)
+        assert found is not None
+        return found
+
+
+def test_claim_takes_oldest_first_and_each_job_once(settings: Settings) -> None:
+    ids = queue_jobs(settings, 20)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(name: str) -> None:
+        while True:
+            with db.session_scope(settings) as session:
+                taken = store.claim(session, name, 30)
+                if taken is None:
+                    return
+                with lock:
+                    claimed.append(taken.id)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(claimed) == sorted(ids)
+    assert len(set(claimed)) == len(ids)
+
+
+def test_claim_sets_lease_attempts_and_timeline(settings: Settings) -> None:
+    [job_id] = queue_jobs(settings, 1)
+
+    with db.session_scope(settings) as session:
+        taken = store.claim(session, "w1", 30)
+        assert store.claim(session, "w2", 30) is None
+
+    assert taken is not None
+    assert taken.status == Status.BUILDING
+    assert taken.lease_owner == "w1"
+    assert taken.attempts == 1
+    assert taken.lease_expires_at is not None
+    assert taken.lease_expires_at > dt.datetime.now(dt.UTC)
+    assert set(job(settings, job_id).timeline) == {"queued", "building"}
+
+
+def test_expired_lease_requeues_then_ends_lost(settings: Settings) -> None:
+    [job_id] = queue_jobs(settings, 1)
+    for attempt in (1, 2):
+        with db.session_scope(settings) as session:
+            assert store.claim(session, f"w{attempt}", 30) is not None
+        expire_leases(settings)
+        with db.session_scope(settings) as session:
+            assert store.release_expired(session, max_attempts=2) == 1
+        expected = Status.QUEUED if attempt == 1 else Status.FAILED
+        assert job(settings, job_id).status == expected
+
+    lost = job(settings, job_id)
+    assert lost.error_code == ErrorCode.LOST
+    assert lost.attempts == 2
+
+
+def test_stale_worker_cannot_overwrite_newer_attempt(settings: Settings) -> None:
+    [job_id] = queue_jobs(settings, 1)
+    with db.session_scope(settings) as session:
+        store.claim(session, "old", 30)
+    expire_leases(settings)
+    with db.session_scope(settings) as session:
+        store.release_expired(session, max_attempts=3)
+        store.claim(session, "new", 30)
+
+    with db.session_scope(settings) as session:
+        assert not store.finish(session, job_id, "old", Outcome.succeeded(1.0, {}))
+        assert not store.advance(session, job_id, "old", Status.RUNNING)
+        assert store.finish(session, job_id, "new", Outcome.succeeded(0.5, {}))
+
+    final = job(settings, job_id)
+    assert (final.status, final.performance, final.attempts) == (Status.SUCCEEDED, 0.5, 2)
+
+
+def test_give_back_does_not_count_an_attempt(settings: Settings) -> None:
+    [job_id] = queue_jobs(settings, 1)
+    with db.session_scope(settings) as session:
+        store.claim(session, "w", 30)
+        assert store.give_back(session, job_id, "w")
+
+    back = job(settings, job_id)
+    assert (back.status, back.attempts, back.lease_owner) == (Status.QUEUED, 0, None)
+
+
+def test_cancel_flag_blocks_advance(settings: Settings) -> None:
+    [job_id] = queue_jobs(settings, 1)
+    with db.session_scope(settings) as session:
+        store.claim(session, "w", 30)
+        alice = users.find_user(session, "alice")
+        store.request_cancel(session, job_id, alice)
+        assert store.cancel_requested(session, [job_id]) == {job_id}
+        assert not store.advance(session, job_id, "w", Status.SCANNING)
+
+
+def test_request_cancel_of_final_job_conflicts(settings: Settings) -> None:
+    [job_id] = queue_jobs(settings, 1)
+    with db.session_scope(settings) as session:
+        alice = session.get(User, users.find_user(session, "alice").id)
+        assert alice is not None
+        store.request_cancel(session, job_id, alice)
+    with pytest.raises(exceptions.Conflict), db.session_scope(settings) as session:
+        store.request_cancel(session, job_id, users.find_user(session, "alice"))
+
+
+def test_phase_histogram_is_cumulative(settings: Settings) -> None:
+    with db.session_scope(settings) as session:
+        store.observe_phase(session, Status.RUNNING, 0.3)
+        store.observe_phase(session, Status.RUNNING, 7)
+    with db.session_scope(settings) as session:
+        running = store.phase_histograms(session)["running"]
+
+    assert running["0.25"] == 0
+    assert running["0.5"] == 1
+    assert running["10.0"] == 2
+    assert running["+Inf"] == 2
+    assert running["sum"] == pytest.approx(7.3)
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    job_id = store.new_job_id()
+
+    assert store.decode_cursor(store.encode_cursor(job_id)) == job_id
+    with pytest.raises(exceptions.InvalidParameter):
+        store.decode_cursor("not a cursor")

@@ -1,0 +1,111 @@
+"""The worker as a real process: clean stop on signals, cleanup, leases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from proctor import db, store
+from proctor.config import Settings
+from proctor.models import Job
+from proctor.worker import Worker
+
+from .conftest import Api, WorkerFactory, containers_of, dockerfile
+
+pytestmark = pytest.mark.docker
+
+STOP_SECONDS = 30
+
+
+@pytest.fixture
+def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "PROCTOR_HOME": str(settings.home),
+        "PROCTOR_WORKER_POLL_INTERVAL": "0.05",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proctor", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_worker_signal_stops_cleanly_and_requeues(
+    api: Api,
+    worker_process: subprocess.Popen[bytes],
+    docker_client: docker.DockerClient,
+    signum: signal.Signals,
+) -> None:
+    job_id = api.submit_ok(dockerfile("sleep 300"))["id"]
+    api.wait(job_id, {"running"}, timeout=60)
+    deadline = time.monotonic() + 30
+    while not containers_of(docker_client, job_id):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    worker_process.send_signal(signum)
+    code = worker_process.wait(timeout=STOP_SECONDS)
+
+    output = worker_process.stdout.read().decode() if worker_process.stdout else ""
+    assert code == 0, output
+    assert containers_of(docker_client, job_id) == []
+    job = api.job(job_id)
+    assert job["status"] == "queued", job
+    assert job["attempts"] == 0
+
+
+def test_worker_picks_up_a_job_given_back(api: Api, make_worker: WorkerFactory) -> None:
+    first = make_worker()
+    job_id = api.submit_ok(dockerfile("sleep 2; echo '{\"perf\": 2}' > /data/perf.json"))["id"]
+    api.wait(job_id, {"running"})
+    first.stop()
+    first.join(timeout=STOP_SECONDS)
+    assert api.job(job_id)["status"] == "queued"
+
+    make_worker()
+    job = api.wait(job_id)
+
+    assert job["status"] == "succeeded"
+    assert job["performance"] == 2
+    assert job["attempts"] == 1
+
+
+def test_worker_requeues_job_of_a_dead_worker(
+    api: Api, settings: Settings, make_worker: WorkerFactory
+) -> None:
+    job_id = api.submit_ok(dockerfile("echo '{\"perf\": 3}' > /data/perf.json"))["id"]
+    # A worker that claimed the job and died: its lease is held by nobody alive.
+    with db.session_scope(settings) as session:
+        assert store.claim(session, "dead-worker", lease_seconds=1) is not None
+    time.sleep(1.5)
+
+    make_worker()
+    job = api.wait(job_id)
+
+    assert job["status"] == "succeeded"
+    assert job["attempts"] == 2
+    with db.session_scope(settings) as session:
+        stored = session.get(Job, job_id)
+        assert stored is not None and stored.lease_owner is None
+
+
+def test_worker_job_scratch_folder_is_removed(api: Api, worker: Worker, settings: Settings) -> None:
+    job = api.run(dockerfile("echo '{\"perf\": 1}' > /data/perf.json; echo x > /data/extra"))
+
+    assert job["status"] == "succeeded"
+    assert not (Path(settings.jobs_dir) / job["id"]).exists()

@@ -1,0 +1,73 @@
+"""The sandbox profile and the blocking policy of the checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proctor import checks
+from proctor.checks import Finding, Severity
+from proctor.config import Settings
+from proctor.sandbox import SandboxProfile, run_user
+
+
+@pytest.mark.parametrize(
+    ("image_user", "expected"),
+    [
+        ("", "65534:65534"),
+        ("root", "65534:65534"),
+        ("0", "65534:65534"),
+        ("0:0", "65534:65534"),
+        ("root:staff", "65534:65534"),
+        ("app", "app"),
+        ("1000:1000", "1000:1000"),
+    ],
+)
+def test_run_user_never_root(image_user: str, expected: str) -> None:
+    assert run_user(image_user, "65534:65534") == expected
+
+
+def test_sandbox_profile_records_every_limit(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, run_memory="1g", run_cpus=0.5, run_pids=64)
+
+    record = SandboxProfile.for_job(settings, image_user="", timeout=30).record()
+
+    assert record["network"] == "none"
+    assert record["memory_bytes"] == record["memory_swap_bytes"] == 1024**3
+    assert record["cpus"] == 0.5
+    assert record["pids_limit"] == 64
+    assert record["cap_drop"] == ["ALL"]
+    assert record["no_new_privileges"] is True
+    assert record["read_only_rootfs"] is True
+    assert record["user"] == "65534:65534"
+    assert record["timeout_seconds"] == 30
+
+
+def finding(severity: Severity, rule: str = "r") -> Finding:
+    return Finding(rule=rule, severity=severity, message=f"{severity} thing")
+
+
+def test_blocking_keeps_findings_at_or_above_threshold_worst_first() -> None:
+    found = [finding(Severity.LOW), finding(Severity.CRITICAL, "c"), finding(Severity.HIGH, "h")]
+
+    blockers = checks.blocking(found, Severity.HIGH)
+
+    assert [f.rule for f in blockers] == ["c", "h"]
+    assert checks.blocking(found, Severity.CRITICAL)[0].rule == "c"
+    assert checks.blocking([finding(Severity.MEDIUM)], Severity.HIGH) == []
+
+
+def test_rejection_message_names_worst_findings() -> None:
+    blockers = [finding(Severity.CRITICAL, f"rule{i}") for i in range(5)]
+
+    message = checks.rejection_message(blockers)
+
+    assert "5 blocking finding(s)" in message
+    assert "rule0" in message and "2 more" in message
+
+
+def test_parse_severity() -> None:
+    assert checks.parse_severity(" High ") is Severity.HIGH
+    with pytest.raises(ValueError, match="not one of"):
+        checks.parse_severity("urgent")
