@@ -102,18 +102,33 @@ class DockerEngine:
     """`Executor` on a Docker engine, through the Engine API (docker-py)."""
 
     def __init__(self, base_url: str | None = None) -> None:
-        try:
-            if base_url:
-                self._client = docker.DockerClient(
-                    base_url=base_url, timeout=ENGINE_TIMEOUT_SECONDS
-                )
-            else:
-                self._client = docker.from_env(timeout=ENGINE_TIMEOUT_SECONDS)
-        except docker.errors.DockerException as exc:
-            raise exceptions.EngineUnavailable(f"the Docker engine is unreachable: {exc}") from exc
+        self._base_url = base_url
+        self._connected: docker.DockerClient | None = None
+        self._connect_lock = threading.Lock()
+
+    @property
+    def _client(self) -> docker.DockerClient:
+        # Connecting asks the engine for its API version, so it happens on first use:
+        # an engine that is down then fails a call (and is retried), not construction.
+        with self._connect_lock:
+            if self._connected is None:
+                try:
+                    self._connected = (
+                        docker.DockerClient(base_url=self._base_url, timeout=ENGINE_TIMEOUT_SECONDS)
+                        if self._base_url
+                        else docker.from_env(timeout=ENGINE_TIMEOUT_SECONDS)
+                    )
+                except docker.errors.DockerException as exc:
+                    raise exceptions.EngineUnavailable(
+                        f"the Docker engine is unreachable: {exc}"
+                    ) from exc
+            return self._connected
 
     def close(self) -> None:
-        self._client.close()
+        with self._connect_lock:
+            if self._connected is not None:
+                self._connected.close()
+                self._connected = None
 
     def ping(self) -> None:
         with _engine_errors():

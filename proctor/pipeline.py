@@ -133,6 +133,7 @@ class Pipeline:
             submission = self._resubmit(context)
             image_id = self._build(job_id, submission, control, build_log)
             self._scan(job_id, submission, image_id, control, build_log)
+            build_log.flush()  # so the stored logs read build first, then run
             return self._run(ticket, image_id, output_dir, control, run_log)
         except _Failed as failed:
             build_log(f"[proctor] {failed}\n")
