@@ -134,9 +134,12 @@ class Pipeline:
             image_id = self._build(job_id, submission, control, build_log)
             self._scan(job_id, submission, image_id, control, build_log)
             build_log.flush()  # so the stored logs read build first, then run
-            return self._run(ticket, image_id, output_dir, control, run_log)
+            outcome = self._run(ticket, image_id, output_dir, control, run_log)
+            if outcome.error is not None:
+                run_log(f"\n[proctor] {outcome.error.code}: {outcome.error.message}\n")
+            return outcome
         except _Failed as failed:
-            build_log(f"[proctor] {failed}\n")
+            build_log(f"[proctor] {failed.code}: {failed.message}\n")
             return failed.outcome
         except Interrupted:
             if control.reason is StopReason.CANCEL:
@@ -160,7 +163,7 @@ class Pipeline:
                 return
             except exceptions.EngineUnavailable as exc:
                 if attempt == tries - 1:
-                    raise _Failed.of(
+                    raise _Failed(
                         ErrorCode.INTERNAL,
                         f"the Docker engine is unreachable after {tries} tries: {exc.message}",
                     ) from exc
@@ -173,7 +176,7 @@ class Pipeline:
         try:
             return intake.read_submission(context, intake.IntakeLimits.from_settings(self.settings))
         except exceptions.SubmissionError as exc:
-            raise _Failed.of(ErrorCode.BUILD_FAILED, exc.message) from exc
+            raise _Failed(ErrorCode.BUILD_FAILED, exc.message) from exc
 
     def _build(
         self, job_id: str, submission: intake.Submission, control: Control, on_log: LogSink
@@ -193,13 +196,13 @@ class Pipeline:
             )
         except exceptions.BuildAborted as exc:
             self._check_point(control)
-            raise _Failed.of(
+            raise _Failed(
                 ErrorCode.BUILD_TIMEOUT,
                 f"the build ran past its {self.settings.build_timeout:g}-second limit",
             ) from exc
         except exceptions.BuildError as exc:
             where = f" at {exc.step!r}" if exc.step else ""
-            raise _Failed.of(ErrorCode.BUILD_FAILED, f"the build failed{where}: {exc}") from exc
+            raise _Failed(ErrorCode.BUILD_FAILED, f"the build failed{where}: {exc}") from exc
         self._observe(Status.BUILDING, time.monotonic() - started)
         self._record(job_id, image_id=image_id)
         return image_id
@@ -208,7 +211,7 @@ class Pipeline:
         if self.executor.image_present(image):
             return
         if not self.settings.pull_base_images:
-            raise _Failed.of(
+            raise _Failed(
                 ErrorCode.BUILD_FAILED,
                 f"base image {image} is not on this worker's engine and pulling is disabled "
                 "(PROCTOR_PULL_BASE_IMAGES)",
@@ -217,7 +220,7 @@ class Pipeline:
         try:
             self.executor.pull(image)
         except exceptions.ImageMissing as exc:
-            raise _Failed.of(ErrorCode.BUILD_FAILED, exc.message) from exc
+            raise _Failed(ErrorCode.BUILD_FAILED, exc.message) from exc
 
     def _scan(
         self,
@@ -237,7 +240,7 @@ class Pipeline:
         self._observe(Status.SCANNING, time.monotonic() - started)
         blockers = checks.blocking(findings, self.block_severity)
         if blockers:
-            raise _Failed.of(ErrorCode.SCAN_REJECTED, checks.rejection_message(blockers))
+            raise _Failed(ErrorCode.SCAN_REJECTED, checks.rejection_message(blockers))
 
     def _run(
         self,
@@ -253,7 +256,7 @@ class Pipeline:
             assert self.settings.datasets_dir is not None
             dataset_dir = self.settings.datasets_dir / ticket.dataset
             if not dataset_dir.is_dir():
-                raise _Failed.of(
+                raise _Failed(
                     ErrorCode.INTERNAL, f"dataset {ticket.dataset!r} is not on this worker"
                 )
         self._advance(job_id, Status.RUNNING, control)
@@ -340,10 +343,11 @@ class Pipeline:
 class _Failed(Exception):
     """Ends the attempt with a failed outcome."""
 
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.error.message if outcome.error else "failed")
-        self.outcome = outcome
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
-    @classmethod
-    def of(cls, code: ErrorCode, message: str) -> _Failed:
-        return cls(Outcome.failed(code, message))
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome.failed(self.code, self.message)

@@ -10,7 +10,6 @@ import pytest
 from proctor.config import Settings
 
 from ..conftest import SettingsFactory
-
 from .conftest import Api, ApiFactory, dockerfile, tar_context
 
 TRIVIAL = dockerfile("true")

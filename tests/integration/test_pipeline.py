@@ -54,7 +54,10 @@ def test_pipeline_runs_as_unprivileged_user_on_read_only_root(api: Api, worker: 
 
 
 def test_pipeline_has_no_network(api: Api, worker: Worker) -> None:
-    script = 'ip -o link | grep -v " lo:" | wc -l > /data/n; echo "{\\"perf\\": $(cat /data/n)}" > /data/perf.json'
+    script = (
+        'ip -o link | grep -v " lo:" | wc -l > /data/n; '
+        'echo "{\\"perf\\": $(cat /data/n)}" > /data/perf.json'
+    )
     job = api.run(dockerfile(script))
 
     assert job["status"] == "succeeded", job

@@ -89,6 +89,9 @@ async def _read_form(request: Request, limit: int) -> submissions.Request:
             value = form.get(key)
             return value if isinstance(value, str) else None
 
+        if text("callback_url"):
+            raise exceptions.InvalidParameter("callback_url: webhooks are not available yet")
+
         return submissions.Request(
             data=data,
             name=text("name"),
@@ -125,7 +128,6 @@ def _timeout(value: str | None) -> float | None:
                             "dataset": {"type": "string"},
                             "timeout": {"type": "number"},
                             "name": {"type": "string"},
-                            "callback_url": {"type": "string"},
                         },
                     }
                 },
