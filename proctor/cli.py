@@ -291,7 +291,7 @@ def submit(
     if as_json:
         _print_json(job)
     elif wait:
-        out.print(render.outcome_line(job), highlight=False)
+        out.print(render.outcome_line(job), highlight=False, soft_wrap=True)
     else:
         print(job["id"])
     if wait:

@@ -58,6 +58,8 @@ class RunResult:
 class Executor(Protocol):
     """What the pipeline needs from a container engine."""
 
+    def close(self) -> None: ...
+
     def ping(self) -> None: ...
 
     def image_present(self, reference: str) -> bool: ...
@@ -112,6 +114,13 @@ class DockerEngine:
         # an engine that is down then fails a call (and is retried), not construction.
         with self._connect_lock:
             if self._connected is None:
+                socket_path = (self._base_url or "").removeprefix("unix://")
+                if self._base_url and self._base_url.startswith("unix://"):
+                    # Checked here: docker-py leaks a socket when it connects to nothing.
+                    if not Path(socket_path).exists():
+                        raise exceptions.EngineUnavailable(
+                            f"the Docker engine is unreachable: no socket at {socket_path}"
+                        )
                 try:
                     self._connected = (
                         docker.DockerClient(base_url=self._base_url, timeout=ENGINE_TIMEOUT_SECONDS)

@@ -84,7 +84,11 @@ def findings_table(findings: list[dict[str, Any]]) -> Table:
 
 
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
-    table = Table("id", "name", "status", "performance", "error", "created", expand=False)
+    table = Table(expand=False)
+    table.add_column("id", no_wrap=True)
+    for header in ("name", "status", "performance", "error"):
+        table.add_column(header)
+    table.add_column("created", no_wrap=True)
     for job in jobs:
         table.add_row(
             job["id"],
@@ -92,7 +96,7 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
             status_text(job["status"]),
             score(job),
             (job.get("error") or {}).get("code", ""),
-            (job.get("created_at") or "")[:19].replace("T", " "),
+            (job.get("created_at") or "")[:16].replace("T", " "),
         )
     return table
 

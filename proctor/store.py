@@ -147,7 +147,7 @@ def read_log_chunks(
 
 def counts_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
-    return {status: count for status, count in rows.tuples()}
+    return {row[0]: row[1] for row in rows}
 
 
 # --- changes a user asks for ---------------------------------------------------------

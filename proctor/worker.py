@@ -111,6 +111,8 @@ class Worker:
             if not worked:
                 self._wakeup.wait(self.settings.worker_poll_interval)
                 self._wakeup.clear()
+        if executor is not None:
+            executor.close()
 
     def _run_one(self, executor: Executor) -> bool:
         with db.session_scope(self.settings) as session:

@@ -54,11 +54,11 @@ class Api:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def get(self, url: str, **kwargs: Any) -> Any:
-        return self.http.get(url, headers=self.headers, **kwargs)
+    def get(self, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        return self.http.get(url, headers={**self.headers, **(headers or {})}, **kwargs)
 
-    def post(self, url: str, **kwargs: Any) -> Any:
-        return self.http.post(url, headers=self.headers, **kwargs)
+    def post(self, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        return self.http.post(url, headers={**self.headers, **(headers or {})}, **kwargs)
 
     def submit(self, dockerfile: str | bytes, **fields: Any) -> Any:
         data = dockerfile.encode() if isinstance(dockerfile, str) else dockerfile

@@ -48,7 +48,7 @@ def test_api_submit_raw_body(api: Api, content_type: str) -> None:
     response = api.post(
         "/api/v1/jobs?name=raw",
         content=TRIVIAL,
-        headers={**api.headers, "Content-Type": content_type},
+        headers={"Content-Type": content_type},
     )
 
     assert response.status_code == 201, response.text
