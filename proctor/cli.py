@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -164,7 +165,7 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
 
     threading.Thread(target=watch_worker, daemon=True).start()
     try:
-        server.run()
+        _run_server(server)
     finally:
         _stop(worker)
     if worker_died.is_set():
@@ -192,6 +193,18 @@ def _server(settings: Settings) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
+def _run_server(server: uvicorn.Server) -> None:
+    """Serve until SIGINT/SIGTERM, then return normally (exit code 0).
+
+    uvicorn handles both signals while it serves, then re-raises the one it got for
+    the handler that was there before: make that one a no-op, so a requested stop
+    is a clean exit and `up` can still stop its worker.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: None)
+    server.run()
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
@@ -206,7 +219,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def serve(host: HostOption = None, port: PortOption = None) -> None:
     """Run the API server only (for scale-out; workers run elsewhere)."""
     _setup_logging()
-    _server(_settings(host, port)).run()
+    _run_server(_server(_settings(host, port)))
 
 
 @app.command()

@@ -32,16 +32,15 @@ def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         "PROCTOR_HOME": str(settings.home),
         "PROCTOR_WORKER_POLL_INTERVAL": "0.05",
     }
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "proctor", "worker"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-    )
-    yield process
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    ) as process:
+        yield process
+        if process.poll() is None:
+            process.kill()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
