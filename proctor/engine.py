@@ -36,6 +36,8 @@ MANAGED_LABEL = "proctor.managed"
 ENGINE_TIMEOUT_SECONDS = 60
 WAIT_POLL_SECONDS = 0.2
 KILL_GRACE_SECONDS = 10
+ENGINE_LOG_FACTOR = 4
+ENGINE_LOG_SLACK_BYTES = 1024 * 1024
 
 LogSink = Callable[[str], None]
 
@@ -345,10 +347,14 @@ def _container_options(
         ],
         "tmpfs": {TMP_MOUNT: f"rw,nosuid,nodev,size={profile.tmp_size_bytes}"},
         "volumes": volumes,
-        # The engine's own copy of the output is capped too, so a flood cannot fill its disk.
+        # The engine's own copy of the output is capped too, so a flood cannot fill its disk;
+        # above proctor's cap (JSON framing costs bytes), so proctor sees where to cut.
         "log_config": LogConfig(
             type=LOG_DRIVER,
-            config={"max-size": str(max(profile.log_max_bytes, 1024)), "max-file": "1"},
+            config={
+                "max-size": str(ENGINE_LOG_FACTOR * profile.log_max_bytes + ENGINE_LOG_SLACK_BYTES),
+                "max-file": "2",
+            },
         ),
         "environment": {"HOME": "/tmp"},
         "stdin_open": False,

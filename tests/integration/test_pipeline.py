@@ -236,3 +236,41 @@ def test_pipeline_runs_jobs_concurrently(
     first, second = (job["timeline"] for job in jobs)
     # Both ran at once: each started running before the other finished.
     assert first["running"] < second["succeeded"] and second["running"] < first["succeeded"]
+
+
+def test_pipeline_caps_stored_logs_with_a_marker(
+    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
+) -> None:
+    settings = make_settings(log_max_bytes="16k")
+    api = make_api(app_settings=settings)
+    make_worker(settings)
+    flood = "head -c 1000000 /dev/zero | tr '\\0' x; echo '{\"perf\": 1}' > /data/perf.json"
+
+    job = api.run(dockerfile(flood))
+
+    assert job["status"] == "succeeded"
+    logs = api.get(f"/api/v1/jobs/{job['id']}/logs?stream=run").text
+    assert len(logs.encode()) < 16 * 1024 + 200
+    assert "log truncated at 16384 bytes" in logs
+
+
+def test_pipeline_mounts_dataset_read_only(
+    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
+) -> None:
+    settings = make_settings()
+    assert settings.datasets_dir is not None
+    (settings.datasets_dir / "iris").mkdir(parents=True)
+    (settings.datasets_dir / "iris" / "value.txt").write_text("0.625\n")
+    api = make_api(app_settings=settings)
+    make_worker(settings)
+    script = (
+        "touch /data/input/new 2>/dev/null && echo dataset-writable; "
+        'echo "{\\"perf\\": $(cat /data/input/value.txt)}" > /data/perf.json'
+    )
+
+    job = api.run(dockerfile(script), dataset="iris")
+
+    assert job["status"] == "succeeded", job
+    assert job["dataset"] == "iris"
+    assert job["performance"] == 0.625
+    assert "dataset-writable" not in api.get(f"/api/v1/jobs/{job['id']}/logs?stream=run").text
