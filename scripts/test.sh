@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Set up everything the tests need, then run the whole suite (unit, integration, e2e)
-# against the real Docker engine. Extra arguments go to pytest.
+# Set up everything the tests need (Docker engine, base images, PostgreSQL, .venv), lint,
+# then run the whole suite on SQLite and the integration tests again on PostgreSQL.
+# Extra arguments go to both pytest runs.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 "$root/scripts/setup.sh"
+postgres_url="$("$root/scripts/install-postgres.sh")"
 
 echo "proctor: ruff and mypy" >&2
 .venv/bin/ruff check .
 .venv/bin/mypy
 
-echo "proctor: running the test suite" >&2
-exec .venv/bin/pytest "$@"
+echo "proctor: test suite on SQLite" >&2
+.venv/bin/pytest "$@"
+
+echo "proctor: integration tests on PostgreSQL" >&2
+PROCTOR_TEST_POSTGRES_URL="$postgres_url" .venv/bin/pytest tests/integration --database postgresql "$@"

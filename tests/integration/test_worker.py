@@ -30,6 +30,7 @@ def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
         "PROCTOR_HOME": str(settings.home),
+        "PROCTOR_DATABASE_URL": settings.database_url,
         "PROCTOR_WORKER_POLL_INTERVAL": "0.05",
     }
     with subprocess.Popen(

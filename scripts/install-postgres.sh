@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Make sure a local PostgreSQL server runs, with a `proctor` role that may create
+# databases (the tests make one per test). Prints the URL to use. Idempotent.
+set -euo pipefail
+
+say() { echo "proctor: $*" >&2; }
+role=proctor
+password=proctor
+database=proctor
+port="${PROCTOR_PG_PORT:-5432}"
+
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    say "installing PostgreSQL (Debian package postgresql)"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+fi
+cluster=$(pg_lsclusters --no-header | awk 'NR==1 {print $1" "$2}')
+if [ -z "$cluster" ]; then
+    version=$(ls /usr/lib/postgresql | sort -n | tail -n1)
+    say "creating PostgreSQL cluster $version main"
+    pg_createcluster "$version" main --port "$port" >/dev/null
+    cluster="$version main"
+fi
+# shellcheck disable=SC2086
+if ! pg_ctlcluster $cluster status >/dev/null 2>&1; then
+    say "starting PostgreSQL $cluster"
+    # shellcheck disable=SC2086
+    pg_ctlcluster $cluster start
+fi
+psql_admin() { su postgres -c "psql -v ON_ERROR_STOP=1 -qtAX -p $port $*"; }
+for _ in $(seq 1 60); do
+    psql_admin "-c 'select 1'" >/dev/null 2>&1 && break
+    sleep 0.5
+done
+if [ "$(psql_admin "-c \"select 1 from pg_roles where rolname = '$role'\"")" != 1 ]; then
+    psql_admin "-c \"create role $role login createdb password '$password'\""
+fi
+if [ "$(psql_admin "-c \"select 1 from pg_database where datname = '$database'\"")" != 1 ]; then
+    psql_admin "-c \"create database $database owner $role\""
+fi
+echo "postgresql+psycopg://$role:$password@127.0.0.1:$port/$database"
