@@ -13,7 +13,7 @@ from pathlib import Path
 
 from proctor import checks, db, exceptions, intake, jobs, perf, store
 from proctor.config import Settings
-from proctor.engine import Executor
+from proctor.engine import Executor, ImageInfo
 from proctor.jobs import ErrorCode, Outcome, Status
 from proctor.sandbox import SandboxProfile
 
@@ -132,9 +132,9 @@ class Pipeline:
                 context = store.load_context(session, job_id)
             submission = self._resubmit(context)
             image_id = self._build(job_id, submission, control, build_log)
-            self._scan(job_id, submission, image_id, control, build_log)
+            image = self._scan(job_id, submission, image_id, control, build_log)
             build_log.flush()  # so the stored logs read build first, then run
-            outcome = self._run(ticket, image_id, output_dir, control, run_log)
+            outcome = self._run(ticket, image, output_dir, control, run_log)
             if outcome.error is not None:
                 run_log(f"\n[proctor] {outcome.error.code}: {outcome.error.message}\n")
             return outcome
@@ -229,10 +229,11 @@ class Pipeline:
         image_id: str,
         control: Control,
         on_log: LogSink,
-    ) -> None:
+    ) -> ImageInfo:
         self._advance(job_id, Status.SCANNING, control)
         started = time.monotonic()
-        subject = checks.Subject(submission.dockerfile, self.executor.inspect_image(image_id))
+        image = self.executor.inspect_image(image_id)
+        subject = checks.Subject(submission.dockerfile, image)
         findings = checks.run_checks(self.checks, subject)
         self._record(job_id, findings=[f.record() for f in findings])
         for finding in findings:
@@ -241,11 +242,12 @@ class Pipeline:
         blockers = checks.blocking(findings, self.block_severity)
         if blockers:
             raise _Failed(ErrorCode.SCAN_REJECTED, checks.rejection_message(blockers))
+        return image
 
     def _run(
         self,
         ticket: Ticket,
-        image_id: str,
+        image: ImageInfo,
         output_dir: Path,
         control: Control,
         on_log: LogSink,
@@ -260,7 +262,6 @@ class Pipeline:
                     ErrorCode.INTERNAL, f"dataset {ticket.dataset!r} is not on this worker"
                 )
         self._advance(job_id, Status.RUNNING, control)
-        image = self.executor.inspect_image(image_id)
         profile = SandboxProfile.for_job(self.settings, image_user=image.user, timeout=timeout)
         self._record(job_id, sandbox=profile.record())
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -269,7 +270,7 @@ class Pipeline:
         started = time.monotonic()
         result = self.executor.run(
             job_id,
-            image_id,
+            image.id,
             profile,
             output_dir,
             dataset_dir=dataset_dir,
