@@ -1,4 +1,9 @@
-"""The `proctor` command: run the service (up, serve, worker) and use it (submit, status…)."""
+"""The `proctor` command: run the service (up, serve, worker) and use it (submit, status…).
+
+The client commands are HTTP clients of the API (`proctor.client`); only the
+service commands touch the database. Exit codes: 0 success, 1 the job failed,
+2 it was cancelled, 3 a client or usage error, 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +18,30 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-import uvicorn
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
-from proctor import __version__, db, exceptions, render, users
-from proctor.client import Client, Credentials, read_credentials, resolve
-from proctor.client import write_credentials as save_credentials
+from proctor import __version__, exceptions, jobs, render
+from proctor import client as api_client
+from proctor.client import Client, ClientError, Credentials
 from proctor.config import Settings, get_settings
 
+if TYPE_CHECKING:
+    import uvicorn
+
+PROG_NAME = "proctor"
 app = typer.Typer(
-    name="proctor",
+    name=PROG_NAME,
     help="Evaluate untrusted ML submissions in a locked-down Docker sandbox.",
     no_args_is_help=True,
     add_completion=False,
+    # A traceback's locals would print tokens: never show them.
+    pretty_exceptions_show_locals=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 user_app = typer.Typer(help="Users and tokens.", no_args_is_help=True)
@@ -43,11 +56,10 @@ err = Console(stderr=True)
 EXIT_FAILED = 1
 EXIT_CANCELLED = 2
 EXIT_ERROR = 3
-POLL_SECONDS = 0.5
-WORKER_STOP_GRACE_SECONDS = 30
+EXIT_INTERRUPTED = 130
+CLICK_USAGE_EXIT = 2
+WORKER_STOP_GRACE_SECONDS = 30.0
 ADMIN_NAME = "admin"
-ANY_ADDRESS = "0.0.0.0"
-LOCAL_ADDRESS = "127.0.0.1"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 T = TypeVar("T")
@@ -56,19 +68,50 @@ UrlOption = Annotated[
     str | None, typer.Option("--url", envvar="PROCTOR_URL", help="proctor server URL.")
 ]
 TokenOption = Annotated[
-    str | None, typer.Option("--token", envvar="PROCTOR_TOKEN", help="API token.")
+    str | None,
+    typer.Option("--token", envvar="PROCTOR_TOKEN", help="API token.", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 HostOption = Annotated[
     str | None, typer.Option("--host", envvar="PROCTOR_HOST", help="Address to listen on.")
 ]
 PortOption = Annotated[
-    int | None, typer.Option("--port", envvar="PROCTOR_PORT", help="Port to listen on.")
+    int | None,
+    typer.Option("--port", envvar="PROCTOR_PORT", min=1, max=65535, help="Port to listen on."),
 ]
+JobId = Annotated[str, typer.Argument(help="A job id, as `submit` and `list` print it.")]
 
 
 def main() -> None:
-    app()
+    """Run the CLI. Click exits 2 on a usage error, but 2 means "cancelled" here: make it 3."""
+    try:
+        app(prog_name=PROG_NAME)
+    except SystemExit as exc:
+        if exc.code == CLICK_USAGE_EXIT and not _outcome.reported:
+            raise SystemExit(EXIT_ERROR) from None
+        raise
+
+
+class _Outcome:
+    """Set when a command exits with a job's outcome, so main() leaves that code alone."""
+
+    reported = False
+
+
+def _exit_with_outcome(code: int) -> NoReturn:
+    _outcome.reported = True
+    raise typer.Exit(code)
+
+
+_outcome = _Outcome()
+
+
+# --- shared plumbing ---------------------------------------------------------------------
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 @contextmanager
@@ -76,115 +119,153 @@ def _errors() -> Iterator[None]:
     """Turn proctor's errors into one red line and exit code 3, never a traceback."""
     try:
         yield
+    except ClientError as exc:
+        # The code lets scripts and users tell "not_found" from "unauthorized" at a glance.
+        _fail(f"{exc.message} ({exc.code})" if exc.status else exc.message)
     except exceptions.ProctorError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(EXIT_ERROR) from exc
+        _fail(exc.message)
 
 
 def _settings(host: str | None = None, port: int | None = None) -> Settings:
-    with _errors():
-        try:
-            settings = get_settings()
-        except ValueError as exc:
-            raise exceptions.ProctorError(f"invalid configuration: {exc}") from exc
-    updates: dict[str, Any] = {}
-    if host is not None:
-        updates["host"] = host
-    if port is not None:
-        updates["port"] = port
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # pydantic's ValidationError names every bad setting
+        _fail(f"invalid configuration: {exc}")
+    updates = {key: value for key, value in (("host", host), ("port", port)) if value is not None}
     return settings.model_copy(update=updates) if updates else settings
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-
-
-def _client(url: str | None, token: str | None) -> Client:
-    settings = _settings()
-    with _errors():
-        saved = read_credentials(settings.credentials_path)
-    default_url = f"http://{_client_host(settings.host)}:{settings.port}"
-    credentials = resolve(url, token, saved, default_url)
-    if not credentials.token:
-        err.print(
-            "[red]error:[/red] no API token: run `proctor up`, or `proctor user add NAME`, "
-            "or pass --token / PROCTOR_TOKEN",
-            highlight=False,
-        )
-        raise typer.Exit(EXIT_ERROR)
-    return Client(credentials.url, credentials.token)
-
-
 def _call(url: str | None, token: str | None, action: Callable[[Client], T]) -> T:
-    with _errors(), _client(url, token) as client:
+    """Run ACTION with a client of the resolved server; errors exit 3."""
+    with _errors(), api_client.connect(_settings(), url, token) as client:
         return action(client)
-
-
-def _client_host(host: str) -> str:
-    return LOCAL_ADDRESS if host in (ANY_ADDRESS, "::", "") else host
 
 
 def _print_json(value: Any) -> None:
     out.print_json(json.dumps(value))
 
 
-# --- running the service --------------------------------------------------------------
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+
+# --- running the service ---------------------------------------------------------------
 
 
 @app.command()
 def up(host: HostOption = None, port: PortOption = None) -> None:
     """Run the API and a worker together on this machine (the embedded default)."""
+    from proctor import db
+
     _setup_logging()
     settings = _settings(host, port)
+    url = api_client.service_url(settings.host, settings.port)
     with _errors():
         db.upgrade(settings)
-        url = f"http://{_client_host(settings.host)}:{settings.port}"
         _ensure_admin_credentials(settings, url)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "proctor", "worker"],
-        env={
-            **os.environ,
-            "PROCTOR_HOME": str(settings.home),
-            "PROCTOR_DATABASE_URL": settings.database_url,
-        },
-    )
-    err.print(
-        f"[bold]proctor {__version__}[/bold] at {url}  (API docs: {url}/docs)\n"
-        f"credentials: {settings.credentials_path}\n"
-        "submit with: proctor submit examples/busybox --wait",
-        highlight=False,
-    )
     server = _server(settings)
-    worker_died = threading.Event()
-
-    def watch_worker() -> None:
-        worker.wait()
-        if not server.should_exit:
-            worker_died.set()
-            server.should_exit = True
-
-    threading.Thread(target=watch_worker, daemon=True).start()
+    stop = _StopRequest.install(server)
+    worker = _start_worker(settings)
+    worker_died = _watch_worker(worker, server)
+    err.print(
+        render.banner(__version__, url, str(settings.credentials_path), _client_env(settings))
+    )
     try:
         _run_server(server)
     finally:
-        _stop(worker)
-    if worker_died.is_set():
-        err.print(f"[red]error:[/red] the worker exited with code {worker.returncode}")
-        raise typer.Exit(EXIT_FAILED)
+        _stop_worker(worker)
+    # Ctrl-C in a terminal reaches the worker too, and it may exit first: not a crash.
+    if worker_died.is_set() and not stop.requested:
+        _fail(f"the worker exited unexpectedly with code {worker.returncode}", EXIT_FAILED)
+
+
+class _StopRequest:
+    """A SIGINT/SIGTERM handler that stops the server and remembers it was asked to.
+
+    uvicorn installs its own handlers while it serves and, once stopped, re-raises the
+    signal it got: this handler then sees it, so a requested stop is a clean exit and
+    `up` still gets to stop its worker. Before uvicorn serves, it stops it early.
+    """
+
+    def __init__(self, server: uvicorn.Server) -> None:
+        self.server = server
+        self.requested = False
+
+    def __call__(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+        self.server.should_exit = True
+
+    @classmethod
+    def install(cls, server: uvicorn.Server) -> _StopRequest:
+        handler = cls(server)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, handler)
+        return handler
 
 
 def _ensure_admin_credentials(settings: Settings, url: str) -> None:
-    saved = read_credentials(settings.credentials_path)
+    """Keep a valid saved token (pointing it at URL); else issue the admin a new one."""
+    from proctor import users
+
+    path = settings.credentials_path
+    try:
+        saved = api_client.read_credentials(path)
+    except ClientError as exc:
+        err.print(f"[yellow]warning:[/yellow] {escape(exc.message)}; writing a new one")
+        saved = None
     if saved and saved.token and users.token_is_valid(settings, saved.token):
         if saved.url != url:
-            save_credentials(settings.credentials_path, Credentials(url, saved.token, saved.user))
+            api_client.write_credentials(path, Credentials(url, saved.token, saved.user))
         return
     token = users.issue_token(settings, ADMIN_NAME, admin=True)
-    save_credentials(settings.credentials_path, Credentials(url, token, ADMIN_NAME))
-    err.print(f"created user {ADMIN_NAME!r}; its token is in {settings.credentials_path}")
+    api_client.write_credentials(path, Credentials(url, token, ADMIN_NAME))
+    err.print(f"issued a token for user {ADMIN_NAME!r}, saved in {path}", highlight=False)
+
+
+def _client_env(settings: Settings) -> str:
+    """The prefix a client shell needs to find this server's credentials."""
+    default_home = Path(Settings.model_fields["home"].default).resolve()
+    return "" if settings.home == default_home else f"PROCTOR_HOME={settings.home} "
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    environment = {
+        **os.environ,
+        "PROCTOR_HOME": str(settings.home),
+        "PROCTOR_DATABASE_URL": settings.database_url,
+    }
+    return subprocess.Popen([sys.executable, "-m", PROG_NAME, "worker"], env=environment)
+
+
+def _watch_worker(worker: subprocess.Popen[bytes], server: uvicorn.Server) -> threading.Event:
+    """Stop the server when the worker exits; the returned event says it did."""
+    died = threading.Event()
+
+    def watch() -> None:
+        worker.wait()
+        died.set()
+        server.should_exit = True
+
+    threading.Thread(target=watch, name="watch-worker", daemon=True).start()
+    return died
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is not None:
+        return
+    err.print("stopping the worker (running jobs go back to the queue)")
+    worker.terminate()
+    try:
+        worker.wait(WORKER_STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        err.print("[yellow]warning:[/yellow] the worker did not stop in time; killing it")
+        worker.kill()
+        worker.wait()
 
 
 def _server(settings: Settings) -> uvicorn.Server:
+    import uvicorn
+
     from proctor.api.app import create_app
 
     config = uvicorn.Config(
@@ -194,32 +275,21 @@ def _server(settings: Settings) -> uvicorn.Server:
 
 
 def _run_server(server: uvicorn.Server) -> None:
-    """Serve until SIGINT/SIGTERM, then return normally (exit code 0).
-
-    uvicorn handles both signals while it serves, then re-raises the one it got for
-    the handler that was there before: make that one a no-op, so a requested stop
-    is a clean exit and `up` can still stop its worker.
-    """
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda _signum, _frame: None)
-    server.run()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(WORKER_STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """Serve until stopped (see `_StopRequest`), then return normally."""
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits when it cannot start (e.g. the port is taken)
+        if exc.code:
+            _fail(f"the API server could not start on {server.config.host}:{server.config.port}")
 
 
 @app.command()
 def serve(host: HostOption = None, port: PortOption = None) -> None:
-    """Run the API server only (for scale-out; workers run elsewhere)."""
+    """Run the API server only (for scale-out: workers run elsewhere)."""
     _setup_logging()
-    _run_server(_server(_settings(host, port)))
+    server = _server(_settings(host, port))
+    _StopRequest.install(server)
+    _run_server(server)
 
 
 @app.command()
@@ -235,32 +305,40 @@ def worker() -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (creates the database if needed)."""
+    from proctor import db
+
     settings = _settings()
     with _errors():
         db.upgrade(settings)
-    err.print(f"database at the newest schema: {settings.shown()['database_url']}")
+    err.print(f"database at the newest schema: {settings.shown()['database_url']}", markup=False)
 
 
 @user_app.command("add")
 def user_add(
-    name: str,
+    name: Annotated[str, typer.Argument(help="The new user's name.")],
     admin: Annotated[bool, typer.Option("--admin", help="May see and cancel every job.")] = False,
     save: Annotated[
         bool, typer.Option("--save", help="Write the token to the credentials file.")
     ] = False,
 ) -> None:
-    """Create a user and print its token (shown once, on the last line)."""
+    """Create a user and print its token (shown once, alone on the last line)."""
+    from proctor import db, users
+
     settings = _settings()
+    path = settings.credentials_path
     with _errors():
         db.upgrade(settings)
         token = users.add_user(settings, name, admin=admin)
-        path = settings.credentials_path
-        if save or read_credentials(path) is None:
-            url = f"http://{_client_host(settings.host)}:{settings.port}"
-            save_credentials(path, Credentials(url, token, name))
-            err.print(f"token saved to {path}")
-    err.print(f"created {'admin ' if admin else ''}user {name!r}; keep this token:")
-    print(token)
+    err.print(f"created {'admin ' if admin else ''}user {name!r}", markup=False)
+    if save or not path.exists():
+        url = api_client.service_url(settings.host, settings.port)
+        try:
+            api_client.write_credentials(path, Credentials(url, token, name))
+            err.print(f"token saved to {path}", markup=False)
+        except OSError as exc:  # the token is printed below all the same
+            err.print(f"[yellow]warning:[/yellow] cannot save the token: {escape(str(exc))}")
+    err.print("keep this token; it is not shown again:")
+    print(token, flush=True)
 
 
 @config_app.command("show")
@@ -273,32 +351,31 @@ def config_show(as_json: JsonOption = False) -> None:
         out.print(render.settings_table(values))
 
 
-# --- using the service ----------------------------------------------------------------
+# --- using the service -------------------------------------------------------------------
 
 
 @app.command()
 def submit(
     path: Annotated[Path, typer.Argument(help="A Dockerfile, a .tar/.tar.gz or a directory.")],
     dataset: Annotated[str | None, typer.Option(help="Server-side dataset name.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Run time limit, seconds.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Run time limit, seconds (at most the server's maximum).")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="A label for the job.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Submit a job; with --wait, exit 0 only if it succeeded."""
-    from proctor.context import pack_path
-
-    with _errors():
-        data = pack_path(path)
-    filename = path.name if path.is_file() else f"{path.name or 'context'}.tar.gz"
+    """Submit a job; with --wait, exit 0 only if it succeeded (1 failed, 2 cancelled)."""
+    data, filename = _read_submission(path)
 
     def send(client: Client) -> dict[str, Any]:
         job = client.submit(data, filename=filename, dataset=dataset, timeout=timeout, name=name)
-        if not as_json:
-            err.print(f"submitted job {job['id']}", highlight=False)
-        return _follow(client, job) if wait else job
+        if wait:
+            err.print(f"submitted job {job['id']}", markup=False, highlight=False)
+            return _wait(client, job)
+        return job
 
     job = _call(url, token, send)
     if as_json:
@@ -308,21 +385,42 @@ def submit(
     else:
         print(job["id"])
     if wait:
-        raise typer.Exit(_exit_code(job))
+        _exit_with_outcome(_exit_code(job))
 
 
-def _follow(client: Client, job: dict[str, Any]) -> dict[str, Any]:
+def _read_submission(path: Path) -> tuple[bytes, str]:
+    """The bytes to upload for PATH and the file name to send them under."""
+    from proctor.context import pack_path
+
+    with _errors():
+        try:
+            data = pack_path(path)
+        except OSError as exc:
+            raise exceptions.SubmissionError(f"cannot read {path}: {exc.strerror}") from exc
+    if path.is_file():
+        return data, path.name
+    return data, f"{path.resolve().name or 'context'}.tar.gz"
+
+
+def _wait(client: Client, job: dict[str, Any]) -> dict[str, Any]:
+    """Wait for JOB to be final, showing a spinner, its state and the elapsed time."""
     started = time.monotonic()
-    seen = None
-    with err.status("waiting") as status:
-        while job["status"] not in ("succeeded", "failed", "cancelled"):
-            if job["status"] != seen:
-                seen = job["status"]
-                err.print(f"  {seen}", style=render.STATUS_STYLES.get(seen, ""))
-            status.update(f"{job['status']}  {time.monotonic() - started:.0f} s")
-            time.sleep(POLL_SECONDS)
-            job = client.get_job(job["id"])
-    return job
+    last_status = ""
+
+    def show(current: dict[str, Any], reachable: bool) -> None:
+        nonlocal last_status
+        if current["status"] != last_status:
+            last_status = current["status"]
+            err.print(Text.assemble("  ", render.status_text(current["status"])))
+        note = "" if reachable else "  (server unreachable, retrying)"
+        spinner.update(f"{current['status']}  {time.monotonic() - started:.0f} s{note}")
+
+    try:
+        with err.status("") as spinner:
+            return client.wait(job, on_poll=show)
+    except KeyboardInterrupt:
+        err.print(f"stopped waiting; the job goes on: proctor status {job['id']}", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _exit_code(job: dict[str, Any]) -> int:
@@ -331,9 +429,9 @@ def _exit_code(job: dict[str, Any]) -> int:
 
 @app.command()
 def status(
-    job_id: str, as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None
+    job_id: JobId, as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None
 ) -> None:
-    """Show one job."""
+    """Show one job: state, score, error, image, findings, times."""
     job = _call(url, token, lambda client: client.get_job(job_id))
     if as_json:
         _print_json(job)
@@ -343,54 +441,65 @@ def status(
 
 @app.command()
 def logs(
-    job_id: str,
+    job_id: JobId,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until final.")] = False,
-    stream: Annotated[str | None, typer.Option(help="build or run (default: both).")] = None,
+    stream: Annotated[
+        jobs.Stream | None, typer.Option(help="Only this stream (default: both).")
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Print a job's build and run logs."""
+    selected = stream.value if stream else None
 
     def show(client: Client) -> None:
-        if follow:
-            for chunk in client.follow_logs(job_id, stream):
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
-        else:
-            sys.stdout.write(client.logs(job_id, stream))
+        if not follow:
+            text = client.logs(job_id, selected)
+            # Logs of a run that printed no final newline would glue onto the shell prompt.
+            sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
+            return
+        for chunk in client.follow_logs(job_id, selected):  # Ctrl-C: Typer exits 130
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
 
     _call(url, token, show)
 
 
 @app.command()
-def cancel(job_id: str, url: UrlOption = None, token: TokenOption = None) -> None:
-    """Cancel a job that has not finished."""
+def cancel(job_id: JobId, url: UrlOption = None, token: TokenOption = None) -> None:
+    """Cancel a job that has not finished (its container is killed within seconds)."""
     job = _call(url, token, lambda client: client.cancel(job_id))
-    out.print(render.outcome_line(job) if job["status"] == "cancelled" else f"cancelling {job_id}")
+    if job["status"] in jobs.FINAL_STATES:
+        out.print(render.outcome_line(job), highlight=False)
+    else:
+        out.print(f"cancel requested for job {job_id} (it was {job['status']})", markup=False)
 
 
 @app.command("list")
 def list_jobs(
-    status: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
-    limit: Annotated[int, typer.Option(help="Jobs per page (at most 200).")] = 50,
+    status: Annotated[jobs.Status | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Jobs per page (server default 50, at most 200).")
+    ] = None,
     all_pages: Annotated[bool, typer.Option("--all-pages", help="Every page.")] = False,
-    user: Annotated[str | None, typer.Option(help="Admins: one user's jobs.")] = None,
+    user: Annotated[str | None, typer.Option(help="Admins: only this user's jobs.")] = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """List your jobs, newest first."""
+    """List your jobs (an admin's: everyone's), newest first."""
+    state = status.value if status else None
 
     def fetch(client: Client) -> list[dict[str, Any]]:
         if all_pages:
-            return list(client.iter_jobs(status=status, user=user))
-        items: list[dict[str, Any]] = client.list_jobs(status=status, limit=limit, user=user)[
+            return list(client.iter_jobs(status=state, limit=limit, user=user))
+        items: list[dict[str, Any]] = client.list_jobs(status=state, limit=limit, user=user)[
             "items"
         ]
         return items
 
-    jobs = _call(url, token, fetch)
+    found = _call(url, token, fetch)
     if as_json:
-        _print_json(jobs)
+        _print_json(found)
     else:
-        out.print(render.jobs_table(jobs))
+        out.print(render.jobs_table(found))

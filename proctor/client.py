@@ -1,10 +1,16 @@
-"""A typed HTTP client of proctor's API, used by the CLI (and usable from scripts)."""
+"""A typed HTTP client of proctor's API, used by the CLI (and usable from scripts).
+
+It also resolves which server and token to use: explicit values (the CLI's flags
+or `PROCTOR_URL`/`PROCTOR_TOKEN`), else the credentials file that `proctor up`
+and `proctor user add` write, else the local default address.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -12,13 +18,28 @@ from typing import Any
 
 import httpx
 
-from proctor import __version__, exceptions
+from proctor import __version__, exceptions, jobs
+from proctor.config import Settings
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 60.0
+POLL_SECONDS = 0.5
+OUTAGE_SECONDS = 60.0
+"""How long `Client.wait` keeps polling through a server outage (a restart) before failing."""
 USER_AGENT = f"proctor-cli/{__version__}"
 CREDENTIALS_MODE = 0o600
+ERROR_BODY_EXCERPT_CHARS = 200
+ANY_ADDRESSES = frozenset({"0.0.0.0", "::", ""})
+LOCAL_ADDRESS = "127.0.0.1"
+JOBS_PATH = "/api/v1/jobs"
+
+NO_TOKEN_HINT = (
+    "run `proctor up` (it saves an admin token), or `proctor user add NAME`, "
+    "or pass --token / set PROCTOR_TOKEN"
+)
+
 Job = dict[str, Any]
+"""A job as the API returns it (see DESIGN section 3)."""
 
 
 class ClientError(exceptions.ProctorError):
@@ -26,55 +47,109 @@ class ClientError(exceptions.ProctorError):
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = status  # the HTTP status, 0 when there was no HTTP answer
         self.code = code
+
+    @property
+    def transient(self) -> bool:
+        """Whether trying again later may succeed (server down or restarting)."""
+        return self.code == "unreachable" or self.status == httpx.codes.SERVICE_UNAVAILABLE
+
+
+# --- where the server is and who we are ------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Credentials:
+    """A server URL, the token to use there, and whose token it is (if known)."""
+
     url: str
     token: str | None
     user: str | None = None
 
 
+def service_url(host: str, port: int) -> str:
+    """The URL a local client uses for a server listening on HOST:PORT."""
+    client_host = LOCAL_ADDRESS if host in ANY_ADDRESSES else host
+    if ":" in client_host:  # an IPv6 literal
+        client_host = f"[{client_host}]"
+    return f"http://{client_host}:{port}"
+
+
 def read_credentials(path: Path) -> Credentials | None:
+    """The saved credentials, or None if there is no file; ClientError if it is unreadable."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
-        return Credentials(url=str(data["url"]), token=data.get("token"), user=data.get("user"))
+        url, token, user = data["url"], data.get("token"), data.get("user")
+        if not isinstance(url, str) or not isinstance(token, str | None):
+            raise TypeError("url and token must be strings")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ClientError(0, "bad_credentials", f"cannot read {path}: {exc}") from exc
+    return Credentials(url=url, token=token, user=user if isinstance(user, str) else None)
 
 
 def write_credentials(path: Path, credentials: Credentials) -> None:
-    """Write the credentials file, readable by its owner only."""
+    """Write the credentials file atomically, readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, CREDENTIALS_MODE)
+    temporary.unlink(missing_ok=True)  # O_CREAT keeps the mode of a leftover file
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, CREDENTIALS_MODE)
     with os.fdopen(fd, "w") as handle:
         json.dump(
-            {"url": credentials.url, "token": credentials.token, "user": credentials.user}, handle
+            {"url": credentials.url, "token": credentials.token, "user": credentials.user},
+            handle,
         )
+        handle.write("\n")
     os.replace(temporary, path)
 
 
 def resolve(
-    url: str | None, token: str | None, credentials: Credentials | None, default_url: str
+    url: str | None, token: str | None, *, saved: Credentials | None, default_url: str
 ) -> Credentials:
-    """Flags and environment first, then the credentials file, then the default URL."""
-    return Credentials(
-        url=(url or (credentials.url if credentials else None) or default_url).rstrip("/"),
-        token=token or (credentials.token if credentials else None),
-        user=credentials.user if credentials and not token else None,
+    """Explicit values first, then the saved credentials, then the default URL.
+
+    A saved token is only used for the saved server: pointing `--url` elsewhere
+    never sends it to another host. Raises ClientError when no token is left.
+    """
+    chosen_url = (url or (saved.url if saved else None) or default_url).rstrip("/")
+    saved_applies = saved is not None and saved.url.rstrip("/") == chosen_url
+    if token:
+        credentials = Credentials(url=chosen_url, token=token)
+    elif saved is not None and saved_applies and saved.token:
+        credentials = Credentials(url=chosen_url, token=saved.token, user=saved.user)
+    else:
+        raise ClientError(0, "no_token", f"no API token for {chosen_url}: {NO_TOKEN_HINT}")
+    return credentials
+
+
+def connect(settings: Settings, url: str | None = None, token: str | None = None) -> Client:
+    """A client for the server and token resolved from these values and SETTINGS."""
+    credentials = resolve(
+        url,
+        token,
+        saved=read_credentials(settings.credentials_path),
+        default_url=service_url(settings.host, settings.port),
     )
+    return Client(credentials.url, credentials.token)
+
+
+# --- the client ------------------------------------------------------------------------
 
 
 class Client:
+    """Calls proctor's API; every failure is a ClientError. Use it as a context manager."""
+
     def __init__(
-        self, base_url: str, token: str | None, transport: httpx.BaseTransport | None = None
-    ):
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token = token
         headers = {"User-Agent": USER_AGENT}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -99,15 +174,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ClientError(
-                0, "unreachable", f"cannot reach proctor at {self.base_url}: {exc}"
-            ) from exc
-        _raise_for_error(response)
-        return response
+    # --- jobs ------------------------------------------------------------------------
 
     def submit(
         self,
@@ -118,51 +185,52 @@ class Client:
         timeout: float | None = None,
         name: str | None = None,
     ) -> Job:
+        """Submit a Dockerfile or a build-context archive; returns the queued job."""
         fields = {"dataset": dataset, "timeout": timeout, "name": name}
         form = {key: str(value) for key, value in fields.items() if value is not None}
-        response = self._request(
-            "POST", "/api/v1/jobs", files={"file": (filename, data)}, data=form
-        )
-        job: Job = response.json()
-        return job
+        response = self._request("POST", JOBS_PATH, files={"file": (filename, data)}, data=form)
+        return _json_object(response)
 
     def get_job(self, job_id: str) -> Job:
-        job: Job = self._request("GET", f"/api/v1/jobs/{job_id}").json()
-        return job
+        return _json_object(self._request("GET", f"{JOBS_PATH}/{job_id}"))
 
     def list_jobs(
         self,
-        *,
         status: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
         user: str | None = None,
     ) -> dict[str, Any]:
+        """One page: `{"items": [...], "next_cursor": str | None}`, newest first."""
         params = {"status": status, "limit": limit, "cursor": cursor, "user": user}
         query = {key: value for key, value in params.items() if value is not None}
-        page: dict[str, Any] = self._request("GET", "/api/v1/jobs", params=query).json()
-        return page
+        return _json_object(self._request("GET", JOBS_PATH, params=query))
 
-    def iter_jobs(self, *, status: str | None = None, user: str | None = None) -> Iterator[Job]:
-        cursor = None
+    def iter_jobs(
+        self, status: str | None = None, limit: int | None = None, user: str | None = None
+    ) -> Iterator[Job]:
+        """Every job, page after page (LIMIT is the page size)."""
+        cursor: str | None = None
         while True:
-            page = self.list_jobs(status=status, cursor=cursor, user=user)
+            page = self.list_jobs(status=status, limit=limit, cursor=cursor, user=user)
             yield from page["items"]
-            cursor = page["next_cursor"]
-            if cursor is None:
+            cursor = page.get("next_cursor")
+            if not cursor:
                 return
 
     def logs(self, job_id: str, stream: str | None = None) -> str:
         params = {"stream": stream} if stream else {}
-        return self._request("GET", f"/api/v1/jobs/{job_id}/logs", params=params).text
+        return self._request("GET", f"{JOBS_PATH}/{job_id}/logs", params=params).text
 
     def follow_logs(self, job_id: str, stream: str | None = None) -> Iterator[str]:
-        params: dict[str, str] = {"follow": "true"}
-        if stream:
-            params["stream"] = stream
+        """Yield log text as it is written, until the job is final."""
+        params = {"follow": "true", **({"stream": stream} if stream else {})}
         try:
             with self._http.stream(
-                "GET", f"/api/v1/jobs/{job_id}/logs", params=params, timeout=None
+                "GET",
+                f"{JOBS_PATH}/{job_id}/logs",
+                params=params,
+                timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS),
             ) as response:
                 if response.is_error:
                     response.read()
@@ -174,14 +242,53 @@ class Client:
             ) from exc
 
     def cancel(self, job_id: str) -> Job:
-        job: Job = self._request("POST", f"/api/v1/jobs/{job_id}/cancel").json()
+        return _json_object(self._request("POST", f"{JOBS_PATH}/{job_id}/cancel"))
+
+    def wait(
+        self,
+        job: Job,
+        *,
+        on_poll: Callable[[Job, bool], None] | None = None,
+        poll_seconds: float = POLL_SECONDS,
+        outage_seconds: float = OUTAGE_SECONDS,
+    ) -> Job:
+        """Poll JOB until it is final and return it; ride out a short server outage.
+
+        ON_POLL, if given, sees the latest known state before each poll and whether the
+        server answered the last one.
+        """
+        outage_since: float | None = None
+        while job["status"] not in jobs.FINAL_STATES:
+            if on_poll is not None:
+                on_poll(job, outage_since is None)
+            time.sleep(poll_seconds)
+            try:
+                job = self.get_job(job["id"])
+                outage_since = None
+            except ClientError as exc:
+                outage_since = outage_since or time.monotonic()
+                if not exc.transient or time.monotonic() - outage_since > outage_seconds:
+                    raise
         return job
 
     def ready(self) -> bool:
+        """Whether the server answers /readyz with 200 (database and engine reachable)."""
         try:
             return self._http.get("/readyz").status_code == httpx.codes.OK
         except httpx.HTTPError:
             return False
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(
+                0, "unreachable", f"cannot reach proctor at {self.base_url}: {exc}"
+            ) from exc
+        _raise_for_error(response)
+        return response
 
 
 def _raise_for_error(response: httpx.Response) -> None:
@@ -191,5 +298,21 @@ def _raise_for_error(response: httpx.Response) -> None:
         error = response.json()["error"]
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
-        code, message = "http_error", f"HTTP {response.status_code}: {response.text[:200]}"
+        excerpt = response.text[:ERROR_BODY_EXCERPT_CHARS].strip()
+        code = "http_error"
+        message = f"HTTP {response.status_code} from {response.url}: {excerpt or 'no body'}"
     raise ClientError(response.status_code, code, message)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        value = response.json()
+    except ValueError as exc:
+        raise ClientError(
+            response.status_code, "bad_response", f"{response.url} did not answer JSON"
+        ) from exc
+    if not isinstance(value, dict):
+        raise ClientError(
+            response.status_code, "bad_response", f"{response.url} did not answer a JSON object"
+        )
+    return value
