@@ -357,6 +357,9 @@ def _container_options(
             },
         ),
         "environment": {"HOME": "/tmp"},
+        "shm_size": profile.shm_size_bytes,
+        **({"runtime": profile.runtime} if profile.runtime else {}),
+        **({"userns_mode": profile.userns_mode} if profile.userns_mode else {}),
         "stdin_open": False,
         "tty": False,
     }

@@ -34,6 +34,10 @@ class SandboxProfile:
     timeout_seconds: float
     log_max_bytes: int
     output_max_bytes: int
+    output_capped: bool
+    shm_size_bytes: int
+    runtime: str
+    userns_mode: str
 
     @classmethod
     def for_job(cls, settings: Settings, *, image_user: str, timeout: float) -> SandboxProfile:
@@ -55,6 +59,10 @@ class SandboxProfile:
             timeout_seconds=timeout,
             log_max_bytes=settings.log_max_bytes,
             output_max_bytes=settings.output_max_bytes,
+            output_capped=settings.output_cap,
+            shm_size_bytes=settings.run_shm_size,
+            runtime=settings.run_runtime,
+            userns_mode=settings.run_userns_mode,
         )
 
     def record(self) -> dict[str, object]:
