@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     run_runtime: str = ""
     # "" follows the engine (remapped when dockerd runs with --userns-remap); "host" opts out.
     run_userns_mode: str = ""
+    # GPUs a job may ask for: 0 (none, the default), a count, or -1 for all of them.
+    run_gpus_max: int = Field(0, ge=-1)
 
     output_max_bytes: ByteSize = parse_size("100m")
     output_cap: bool = True

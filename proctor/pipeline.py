@@ -95,6 +95,7 @@ class Ticket:
     id: str
     timeout: float
     dataset: str | None = None
+    gpus: int | None = None
 
 
 class Interrupted(Exception):
@@ -261,7 +262,7 @@ class Pipeline:
                 )
         self._advance(job_id, Status.RUNNING, control)
         profile = SandboxProfile.for_job(
-            self.settings, image_user=image.user, timeout=ticket.timeout
+            self.settings, image_user=image.user, timeout=ticket.timeout, gpus=ticket.gpus
         )
         self._record(job_id, sandbox=profile.record())
         capped = profile.output_capped

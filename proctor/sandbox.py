@@ -38,9 +38,12 @@ class SandboxProfile:
     shm_size_bytes: int
     runtime: str
     userns_mode: str
+    gpus: int | None
 
     @classmethod
-    def for_job(cls, settings: Settings, *, image_user: str, timeout: float) -> SandboxProfile:
+    def for_job(
+        cls, settings: Settings, *, image_user: str, timeout: float, gpus: int | None = None
+    ) -> SandboxProfile:
         return cls(
             network="none",
             read_only_rootfs=True,
@@ -63,6 +66,7 @@ class SandboxProfile:
             shm_size_bytes=settings.run_shm_size,
             runtime=settings.run_runtime,
             userns_mode=settings.run_userns_mode,
+            gpus=gpus,
         )
 
     def record(self) -> dict[str, object]:

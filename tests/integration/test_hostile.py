@@ -411,3 +411,23 @@ def test_hostile_unknown_runtime_fails_closed(
 
     assert job["error"]["code"] == "internal"
     assert "runsc-not-installed" in job["error"]["message"]
+
+
+def test_hostile_gpu_request_reaches_the_engine(
+    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
+) -> None:
+    """Property: GPUs are requested from the engine only for jobs that ask, as recorded.
+
+    This machine has no GPU, so the engine refuses the request: the job fails closed.
+    """
+    settings = make_settings(run_gpus_max=-1)
+    api = make_api(app_settings=settings)
+    make_worker(settings)
+
+    plain = api.run(dockerfile(PERF_OK))
+    gpu = api.run(dockerfile(PERF_OK), gpus="all")
+
+    assert plain["status"] == "succeeded"
+    assert plain["sandbox"]["gpus"] is None
+    assert gpu["error"]["code"] == "internal"
+    assert gpu["sandbox"]["gpus"] == -1
