@@ -74,8 +74,16 @@ class Settings(BaseSettings):
     run_file_size_max: ByteSize = parse_size("1g")
     run_tmp_size: ByteSize = parse_size("64m")
     run_user: str = "65534:65534"
+    run_shm_size: ByteSize = parse_size("64m")
+    # "" is the engine's default runtime (runc); "runsc" is gVisor, once installed.
+    run_runtime: str = ""
+    # "" follows the engine (remapped when dockerd runs with --userns-remap); "host" opts out.
+    run_userns_mode: str = ""
+    # GPUs a job may ask for: 0 (none, the default), a count, or -1 for all of them.
+    run_gpus_max: int = Field(0, ge=-1)
 
     output_max_bytes: ByteSize = parse_size("100m")
+    output_cap: bool = True
     perf_max_bytes: ByteSize = parse_size("64k")
     log_max_bytes: ByteSize = parse_size("4m")
     max_upload_bytes: ByteSize = parse_size("64m")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import docker
 import docker.errors
 import requests
-from docker.types import LogConfig, Ulimit
+from docker.types import DeviceRequest, LogConfig, Ulimit
 
 from proctor import exceptions
 from proctor.sandbox import (
@@ -357,6 +357,14 @@ def _container_options(
             },
         ),
         "environment": {"HOME": "/tmp"},
+        "shm_size": profile.shm_size_bytes,
+        **({"runtime": profile.runtime} if profile.runtime else {}),
+        **({"userns_mode": profile.userns_mode} if profile.userns_mode else {}),
+        **(
+            {"device_requests": [DeviceRequest(count=profile.gpus, capabilities=[["gpu"]])]}
+            if profile.gpus
+            else {}
+        ),
         "stdin_open": False,
         "tty": False,
     }

@@ -143,5 +143,9 @@ class BuildAborted(EngineError):
     """The build was stopped before it finished (time limit or cancel)."""
 
 
+class SandboxUnavailable(ProctorError):
+    """The sandbox cannot be set up on this worker."""
+
+
 class ImageMissing(EngineError):
     """An image the build needs is not present on the engine."""

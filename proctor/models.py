@@ -81,6 +81,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16))
     dataset: Mapped[str | None] = mapped_column(String(200))
     timeout: Mapped[float] = mapped_column(Float)
+    # GPUs the job asked for: None for none, a count, or -1 for all.
+    gpus: Mapped[int | None] = mapped_column(Integer)
     context_size: Mapped[int] = mapped_column(Integer)
     performance: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)

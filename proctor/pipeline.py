@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proctor import checks, db, exceptions, intake, jobs, perf, store
+from proctor import checks, db, exceptions, intake, jobs, perf, scratch, store
 from proctor.config import Settings
 from proctor.engine import Executor, ImageInfo
 from proctor.jobs import ErrorCode, Outcome, Status
@@ -22,7 +21,6 @@ log = logging.getLogger(__name__)
 LOG_FLUSH_SECONDS = 0.5
 LOG_FLUSH_BYTES = 64 * 1024
 ENGINE_RETRY_BASE_SECONDS = 1.0
-OUTPUT_DIR_MODE = 0o1777  # the job's uid is not known on the host; sticky like /tmp
 
 
 class StopReason(enum.StrEnum):
@@ -97,6 +95,7 @@ class Ticket:
     id: str
     timeout: float
     dataset: str | None = None
+    gpus: int | None = None
 
 
 class Interrupted(Exception):
@@ -151,7 +150,7 @@ class Pipeline:
         finally:
             build_log.flush()
             run_log.flush()
-            self._clean_up(job_id, image_id, output_dir)
+            self._clean_up(job_id, image_id)
 
     # --- phases ------------------------------------------------------------------------
 
@@ -252,7 +251,7 @@ class Pipeline:
         control: Control,
         on_log: LogSink,
     ) -> Outcome:
-        job_id, timeout = ticket.id, ticket.timeout
+        job_id = ticket.id
         dataset_dir = None
         if ticket.dataset is not None:
             assert self.settings.datasets_dir is not None
@@ -262,14 +261,33 @@ class Pipeline:
                     ErrorCode.INTERNAL, f"dataset {ticket.dataset!r} is not on this worker"
                 )
         self._advance(job_id, Status.RUNNING, control)
-        profile = SandboxProfile.for_job(self.settings, image_user=image.user, timeout=timeout)
+        profile = SandboxProfile.for_job(
+            self.settings, image_user=image.user, timeout=ticket.timeout, gpus=ticket.gpus
+        )
         self._record(job_id, sandbox=profile.record())
-        shutil.rmtree(output_dir, ignore_errors=True)
-        output_dir.mkdir(parents=True)
-        output_dir.chmod(OUTPUT_DIR_MODE)
+        capped = profile.output_capped
+        try:
+            with scratch.output_dir(output_dir, max_bytes=profile.output_max_bytes, capped=capped):
+                return self._run_in(
+                    ticket, image, profile, output_dir, dataset_dir, control, on_log
+                )
+        except exceptions.SandboxUnavailable as exc:
+            raise _Failed(ErrorCode.INTERNAL, exc.message) from exc
+
+    def _run_in(
+        self,
+        ticket: Ticket,
+        image: ImageInfo,
+        profile: SandboxProfile,
+        output_dir: Path,
+        dataset_dir: Path | None,
+        control: Control,
+        on_log: LogSink,
+    ) -> Outcome:
+        timeout = ticket.timeout
         started = time.monotonic()
         result = self.executor.run(
-            job_id,
+            ticket.id,
             image.id,
             profile,
             output_dir,
@@ -332,13 +350,12 @@ class Pipeline:
         with db.session_scope(self.settings) as session:
             store.observe_phase(session, phase, seconds)
 
-    def _clean_up(self, job_id: str, image_id: str | None, output_dir: Path) -> None:
+    def _clean_up(self, job_id: str, image_id: str | None) -> None:
         with contextlib.suppress(exceptions.EngineError):
             self.executor.remove_containers(job_id)
         if image_id and not self.settings.keep_images:
             with contextlib.suppress(exceptions.EngineError):
                 self.executor.remove_image(image_id)
-        shutil.rmtree(output_dir, ignore_errors=True)
 
 
 class _Failed(Exception):

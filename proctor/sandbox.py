@@ -34,9 +34,16 @@ class SandboxProfile:
     timeout_seconds: float
     log_max_bytes: int
     output_max_bytes: int
+    output_capped: bool
+    shm_size_bytes: int
+    runtime: str
+    userns_mode: str
+    gpus: int | None
 
     @classmethod
-    def for_job(cls, settings: Settings, *, image_user: str, timeout: float) -> SandboxProfile:
+    def for_job(
+        cls, settings: Settings, *, image_user: str, timeout: float, gpus: int | None = None
+    ) -> SandboxProfile:
         return cls(
             network="none",
             read_only_rootfs=True,
@@ -55,6 +62,11 @@ class SandboxProfile:
             timeout_seconds=timeout,
             log_max_bytes=settings.log_max_bytes,
             output_max_bytes=settings.output_max_bytes,
+            output_capped=settings.output_cap,
+            shm_size_bytes=settings.run_shm_size,
+            runtime=settings.run_runtime,
+            userns_mode=settings.run_userns_mode,
+            gpus=gpus,
         )
 
     def record(self) -> dict[str, object]:

@@ -44,6 +44,7 @@ class NewJob:
     timeout: float
     name: str | None = None
     dataset: str | None = None
+    gpus: int | None = None
 
 
 def create_job(session: Session, new: NewJob) -> Job:
@@ -55,6 +56,7 @@ def create_job(session: Session, new: NewJob) -> Job:
         status=Status.QUEUED.value,
         dataset=new.dataset,
         timeout=new.timeout,
+        gpus=new.gpus,
         context_size=len(new.context),
         findings=[],
         timeline={Status.QUEUED.value: now.isoformat()},

@@ -21,6 +21,29 @@ class Request:
     name: str | None = None
     dataset: str | None = None
     timeout: float | None = None
+    gpus: str | None = None
+
+
+ALL_GPUS = -1
+
+
+def validate_gpus(settings: Settings, gpus: str | None) -> int | None:
+    """None for no GPU; a count; or ALL_GPUS. Only what the operator allows."""
+    if gpus is None or gpus.strip() in ("", "0"):
+        return None
+    value = gpus.strip().lower()
+    if value == "all":
+        wanted = ALL_GPUS
+    elif value.isdigit():
+        wanted = int(value)
+    else:
+        raise exceptions.InvalidParameter(f"gpus {gpus!r} is not a count or 'all'")
+    allowed = settings.run_gpus_max
+    if allowed == 0:
+        raise exceptions.InvalidParameter("gpus: this server runs no GPU jobs")
+    if allowed != ALL_GPUS and (wanted == ALL_GPUS or wanted > allowed):
+        raise exceptions.InvalidParameter(f"gpus {gpus!r} is above the server maximum of {allowed}")
+    return wanted
 
 
 def validate_timeout(settings: Settings, timeout: float | None) -> float:
@@ -60,6 +83,7 @@ def submit(settings: Settings, owner_id: int, request: Request) -> Job:
     timeout = validate_timeout(settings, request.timeout)
     dataset = validate_dataset(settings, request.dataset)
     name = validate_name(request.name)
+    gpus = validate_gpus(settings, request.gpus)
     submission = intake.read_submission(request.data, intake.IntakeLimits.from_settings(settings))
     with db.session_scope(settings) as session:
         return store.create_job(
@@ -70,5 +94,6 @@ def submit(settings: Settings, owner_id: int, request: Request) -> Job:
                 timeout=timeout,
                 name=name,
                 dataset=dataset,
+                gpus=gpus,
             ),
         )

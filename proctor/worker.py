@@ -119,7 +119,7 @@ class Worker:
             job = store.claim(session, self.id, self.settings.lease_seconds)
             if job is None:
                 return False
-            ticket = Ticket(id=job.id, timeout=job.timeout, dataset=job.dataset)
+            ticket = Ticket(id=job.id, timeout=job.timeout, dataset=job.dataset, gpus=job.gpus)
             job_id, attempt = job.id, job.attempts
             if attempt > 1:
                 store.clear_logs(session, job_id)

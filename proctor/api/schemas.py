@@ -44,6 +44,7 @@ class JobOut(BaseModel):
     image_id: str | None
     dataset: str | None
     timeout: float
+    gpus: int | None = Field(None, description="GPUs asked for: a count, or -1 for all")
     findings: list[FindingOut]
     attempts: int
     sandbox: dict[str, Any] | None
@@ -73,6 +74,7 @@ class JobOut(BaseModel):
             image_id=job.image_id,
             dataset=job.dataset,
             timeout=job.timeout,
+            gpus=job.gpus,
             findings=[FindingOut(**f) for f in job.findings or []],
             attempts=job.attempts,
             sandbox=job.sandbox,

@@ -213,3 +213,18 @@ def test_api_readyz_reports_unreachable_engine(
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == "ok"
     assert response.json()["checks"]["engine"] != "ok"
+
+
+def test_api_gpus_only_when_the_operator_allows(
+    make_settings: SettingsFactory, make_api: ApiFactory
+) -> None:
+    closed = make_api("closed")
+    assert_error(closed.submit(TRIVIAL, gpus=1), 422, "invalid_parameter", "no GPU jobs")
+    assert closed.submit_ok(TRIVIAL)["gpus"] is None
+
+    settings = make_settings(run_gpus_max=2)
+    open_api = make_api("open", app_settings=settings)
+    assert open_api.submit_ok(TRIVIAL, gpus=2)["gpus"] == 2
+    assert_error(open_api.submit(TRIVIAL, gpus=3), 422, "invalid_parameter", "maximum of 2")
+    assert_error(open_api.submit(TRIVIAL, gpus="all"), 422, "invalid_parameter", "maximum")
+    assert_error(open_api.submit(TRIVIAL, gpus="many"), 422, "invalid_parameter", "count")

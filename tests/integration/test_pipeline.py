@@ -135,28 +135,6 @@ def test_pipeline_perf_missing(api: Api, worker: Worker) -> None:
     assert job["exit_code"] == 0
 
 
-@pytest.mark.parametrize(
-    ("script", "fragment"),
-    [
-        ('echo \'{"perf": "high"}\' > /data/perf.json', "finite number"),
-        ("echo '{\"perf\": NaN}' > /data/perf.json", "not valid JSON"),
-        ("echo '{\"perf\": true}' > /data/perf.json", "finite number"),
-        ('echo "[1, 2]" > /data/perf.json', "not a JSON object"),
-        ("echo not json > /data/perf.json", "not valid JSON"),
-        ("ln -s /etc/passwd /data/perf.json", "symbolic link"),
-        ("mkdir /data/perf.json", "not a regular file"),
-        ("mkfifo /data/perf.json", "not a regular file"),
-        ("head -c 200000 /dev/zero > /data/perf.json", "limit"),
-    ],
-    ids=["string", "nan", "boolean", "array", "garbage", "symlink", "directory", "fifo", "huge"],
-)
-def test_pipeline_perf_invalid(api: Api, worker: Worker, script: str, fragment: str) -> None:
-    job = api.run(dockerfile(script))
-
-    assert job["error"]["code"] == "perf_invalid", job
-    assert fragment in job["error"]["message"]
-
-
 def test_pipeline_cancel_running_job_removes_container_within_seconds(
     api: Api, worker: Worker, docker_client: docker.DockerClient
 ) -> None:

@@ -6,12 +6,14 @@ import datetime as dt
 import threading
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import update
 
 from proctor import db, exceptions, store, users
 from proctor.config import Settings
 from proctor.jobs import ErrorCode, Outcome, Status
-from proctor.models import Job, User
+from proctor.models import Base, Job, User
 
 
 def queue_jobs(settings: Settings, count: int) -> list[str]:
@@ -161,3 +163,9 @@ def test_cursor_round_trip_and_garbage() -> None:
     assert store.decode_cursor(store.encode_cursor(job_id)) == job_id
     with pytest.raises(exceptions.InvalidParameter):
         store.decode_cursor("not a cursor")
+
+
+def test_migrations_match_the_models(settings: Settings) -> None:
+    with db.get_engine(settings.database_url).connect() as connection:
+        context = MigrationContext.configure(connection)
+        assert compare_metadata(context, Base.metadata) == []

@@ -65,6 +65,7 @@ async def _read_upload(request: Request, settings: Settings) -> submissions.Requ
             name=params.get("name"),
             dataset=params.get("dataset"),
             timeout=_timeout(params.get("timeout")),
+            gpus=params.get("gpus"),
         )
     raise exceptions.UnsupportedUpload(
         f"content type {content_type!r} is not accepted: send multipart/form-data with a "
@@ -97,6 +98,7 @@ async def _read_form(request: Request, limit: int) -> submissions.Request:
             name=text("name"),
             dataset=text("dataset"),
             timeout=_timeout(text("timeout")),
+            gpus=text("gpus"),
         )
     finally:
         await form.close()
@@ -128,6 +130,7 @@ def _timeout(value: str | None) -> float | None:
                             "dataset": {"type": "string"},
                             "timeout": {"type": "number"},
                             "name": {"type": "string"},
+                            "gpus": {"type": "string", "description": "a count, or all"},
                         },
                     }
                 },
