@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from proctor import exceptions
@@ -47,6 +47,15 @@ def get_engine(url: str) -> Engine:
 
 
 def _create_engine(url: str) -> Engine:
+    try:
+        return _connect(url)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise exceptions.InvalidConfiguration(
+            f"PROCTOR_DATABASE_URL is not a usable database URL: {exc}"
+        ) from exc
+
+
+def _connect(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -103,7 +112,10 @@ def alembic_config(settings: Settings) -> Config:
 def upgrade(settings: Settings) -> None:
     """Bring the schema to the newest revision (creating the database if needed)."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    with get_engine(settings.database_url).begin() as connection:
-        config = alembic_config(settings)
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    try:
+        with get_engine(settings.database_url).begin() as connection:
+            config = alembic_config(settings)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        raise exceptions.ServiceUnavailable(f"the database is unavailable: {exc.orig}") from exc

@@ -120,6 +120,10 @@ class ServiceUnavailable(ProctorError):
     code = "unavailable"
 
 
+class InvalidConfiguration(ProctorError):
+    """A setting is not usable."""
+
+
 # --- Engine adapter errors (raised by proctor.engine, handled by the pipeline) ------
 
 
