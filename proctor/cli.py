@@ -58,7 +58,7 @@ EXIT_CANCELLED = 2
 EXIT_ERROR = 3
 EXIT_INTERRUPTED = 130
 CLICK_USAGE_EXIT = 2
-WORKER_STOP_GRACE_SECONDS = 30.0
+WORKER_STOP_GRACE_SECONDS = 30.0  # after the drain period, for cleanup
 ADMIN_NAME = "admin"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -173,7 +173,7 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     try:
         _run_server(server)
     finally:
-        _stop_worker(worker)
+        _stop_worker(worker, settings.worker_drain_seconds + WORKER_STOP_GRACE_SECONDS)
     # Ctrl-C in a terminal reaches the worker too, and it may exit first: not a crash.
     if worker_died.is_set() and not stop.requested:
         _fail(f"the worker exited unexpectedly with code {worker.returncode}", EXIT_FAILED)
@@ -250,13 +250,13 @@ def _watch_worker(worker: subprocess.Popen[bytes], server: uvicorn.Server) -> th
     return died
 
 
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+def _stop_worker(worker: subprocess.Popen[bytes], grace_seconds: float) -> None:
     if worker.poll() is not None:
         return
     err.print("stopping the worker (running jobs go back to the queue)")
     worker.terminate()
     try:
-        worker.wait(WORKER_STOP_GRACE_SECONDS)
+        worker.wait(grace_seconds)
     except subprocess.TimeoutExpired:
         err.print("[yellow]warning:[/yellow] the worker did not stop in time; killing it")
         worker.kill()

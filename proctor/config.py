@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     max_context_members: int = Field(10000, ge=1)
 
     worker_concurrency: int = Field(2, ge=1)
+    # On SIGTERM a worker stops claiming and lets running jobs finish this long, then
+    # gives the rest back to the queue.
+    worker_drain_seconds: float = Field(20, ge=0)
+    # Per-user caps (0: none): jobs running at once, and jobs waiting in the queue.
+    max_running_per_user: int = Field(0, ge=0)
+    max_queued_per_user: int = Field(1000, ge=0)
     engine_retries: int = Field(4, ge=1)
     worker_poll_interval: float = Field(0.25, gt=0)
     lease_seconds: float = Field(30, ge=2)

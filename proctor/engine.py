@@ -97,6 +97,10 @@ class Executor(Protocol):
 
     def remove_containers(self, job_id: str) -> None: ...
 
+    def managed_jobs(self, *, images: bool) -> set[str]: ...
+
+    def remove_job_images(self, job_id: str) -> None: ...
+
 
 def job_labels(job_id: str) -> dict[str, str]:
     return {JOB_LABEL: job_id, MANAGED_LABEL: "true"}
@@ -317,6 +321,26 @@ class DockerEngine:
             ):
                 with contextlib.suppress(docker.errors.NotFound):
                     container.remove(force=True)
+
+    def managed_jobs(self, *, images: bool) -> set[str]:
+        """Jobs that have containers (and, if asked, images) proctor made on this engine."""
+        managed: dict[str, str | list[str] | bool] = {"label": f"{MANAGED_LABEL}=true"}
+        with _engine_errors():
+            found = {
+                str(c.labels.get(JOB_LABEL))
+                for c in self._client.containers.list(all=True, filters=managed)
+            }
+            if images:
+                found |= {
+                    str(i.labels.get(JOB_LABEL)) for i in self._client.images.list(filters=managed)
+                }
+        return found - {"None"}
+
+    def remove_job_images(self, job_id: str) -> None:
+        with _engine_errors():
+            for image in self._client.images.list(filters={"label": f"{JOB_LABEL}={job_id}"}):
+                with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+                    self._client.images.remove(str(image.id), force=True)
 
 
 def _container_options(

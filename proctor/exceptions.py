@@ -83,6 +83,13 @@ class InvalidParameter(RejectedSubmission):
     code = "invalid_parameter"
 
 
+class QuotaExceeded(SubmissionError):
+    """The user has too many jobs waiting."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+
 class UnknownDataset(RejectedSubmission):
     """The submission names a dataset the server does not have."""
 

@@ -106,6 +106,9 @@ class Job(Base):
         Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_owner_id_id", "owner_id", "id"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        # Fair scheduling looks up each user's latest start and running jobs.
+        Index("ix_jobs_owner_started", "owner_id", "started_at"),
+        Index("ix_jobs_owner_status", "owner_id", "status"),
     )
 
 

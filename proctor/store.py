@@ -11,6 +11,7 @@ import binascii
 import datetime as dt
 import math
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from proctor import exceptions, jobs
 from proctor.jobs import ErrorCode, Outcome, Status
@@ -32,9 +33,20 @@ _ACTIVE = [s.value for s in jobs.ACTIVE_STATES]
 _FINAL = [s.value for s in jobs.FINAL_STATES]
 
 
+_id_lock = threading.Lock()
+_last_id_time = [0, 0]  # milliseconds, sequence within that millisecond
+
+
 def new_job_id() -> str:
-    """28 hex characters: 12 of milliseconds since the epoch, then 16 random."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+    """28 hex characters that sort by creation time: milliseconds since the epoch (12),
+    a sequence within the millisecond (4), then randomness (12)."""
+    now = int(time.time() * 1000)
+    with _id_lock:
+        last, sequence = _last_id_time
+        # Never go back, even if the clock does; count up within one millisecond.
+        now, sequence = (now, 0) if now > last else (last, sequence + 1)
+        _last_id_time[:] = [now, sequence]
+    return f"{now:012x}{sequence:04x}{secrets.token_hex(6)}"
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,11 @@ def read_log_chunks(
     return [row.data for row in rows], (rows[-1].id if rows else after)
 
 
+def queued_count(session: Session, owner_id: int) -> int:
+    query = select(func.count()).where(Job.owner_id == owner_id, Job.status == Status.QUEUED.value)
+    return int(session.scalar(query) or 0)
+
+
 def counts_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
     return {row[0]: row[1] for row in rows}
@@ -189,17 +206,33 @@ def request_cancel(session: Session, job_id: str, viewer: User) -> Job:
 # --- the worker's side ---------------------------------------------------------------
 
 
-def claim(session: Session, worker_id: str, lease_seconds: float) -> Job | None:
-    """Take the oldest queued job under a lease, atomically; None when the queue is empty.
+def claim(
+    session: Session, worker_id: str, lease_seconds: float, max_running_per_user: int = 0
+) -> Job | None:
+    """Take a queued job under a lease, atomically; None when there is nothing to take.
 
-    One statement, so that two workers can never take the same job: PostgreSQL
-    skips rows another transaction has locked; SQLite serialises writers.
+    Fair across users: the job comes from the user whose last job started longest
+    ago (never, first), oldest first within a user, so one user's long queue does
+    not hold back another's single job; users at `max_running_per_user` (0: no
+    cap) wait. One statement, so that two workers never take the same job:
+    PostgreSQL skips rows another transaction has locked; SQLite serialises writers.
     """
     now = utcnow()
+    other = aliased(Job)
+    last_start = (
+        select(func.max(other.started_at)).where(other.owner_id == Job.owner_id).scalar_subquery()
+    )
+    candidates = select(Job.id).where(Job.status == Status.QUEUED.value)
+    if max_running_per_user > 0:
+        running = (
+            select(func.count())
+            .select_from(other)
+            .where(other.owner_id == Job.owner_id, other.status.in_(_ACTIVE))
+            .scalar_subquery()
+        )
+        candidates = candidates.where(running < max_running_per_user)
     candidate = (
-        select(Job.id)
-        .where(Job.status == Status.QUEUED.value)
-        .order_by(Job.id)
+        candidates.order_by(last_start.asc().nulls_first(), Job.id)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -319,6 +352,14 @@ def renew_leases(
             )
         )
     )
+
+
+def statuses(session: Session, job_ids: Iterable[str]) -> dict[str, Status]:
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    rows = session.execute(select(Job.id, Job.status).where(Job.id.in_(ids)))
+    return {row[0]: Status(row[1]) for row in rows}
 
 
 def cancel_requested(session: Session, job_ids: Sequence[str]) -> set[str]:

@@ -86,6 +86,12 @@ def submit(settings: Settings, owner_id: int, request: Request) -> Job:
     gpus = validate_gpus(settings, request.gpus)
     submission = intake.read_submission(request.data, intake.IntakeLimits.from_settings(settings))
     with db.session_scope(settings) as session:
+        cap = settings.max_queued_per_user
+        if cap and store.queued_count(session, owner_id) >= cap:
+            raise exceptions.QuotaExceeded(
+                f"you have {cap} jobs waiting, the most this server queues per user; "
+                "submit again when some have started"
+            )
         return store.create_job(
             session,
             store.NewJob(

@@ -21,7 +21,7 @@ from types import FrameType
 from proctor import db, exceptions, store
 from proctor.config import Settings
 from proctor.engine import DockerEngine, Executor
-from proctor.jobs import ErrorCode, Outcome
+from proctor.jobs import ErrorCode, Outcome, Status
 from proctor.pipeline import Control, Pipeline, StopReason, Ticket
 
 log = logging.getLogger(__name__)
@@ -49,32 +49,68 @@ class Worker:
         self._active: dict[str, Control] = {}
         self._active_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._slots: list[threading.Thread] = []
         self._wakeup = threading.Event()
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the slot threads and the supervisor; returns at once."""
+        """Clear what dead workers left on this engine, then start the slots and the
+        supervisor; returns at once."""
+        self.sweep_orphans()
         for slot in range(self.settings.worker_concurrency):
             thread = threading.Thread(target=self._slot, name=f"slot-{slot}", daemon=True)
-            self._threads.append(thread)
-        self._threads.append(
-            threading.Thread(target=self._supervise, name="supervisor", daemon=True)
-        )
+            self._slots.append(thread)
+        self._threads = [
+            *self._slots,
+            threading.Thread(target=self._supervise, name="supervisor", daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
         log.info("worker %s started with %d slot(s)", self.id, self.settings.worker_concurrency)
 
-    def stop(self) -> None:
-        """Stop claiming and interrupt running jobs; they go back to the queue."""
+    def stop(self, drain_seconds: float | None = None) -> None:
+        """Stop claiming; running jobs may finish for the drain period, then go back
+        to the queue."""
         if self._stopping.is_set():
             return
-        log.info("worker %s stopping", self.id)
+        drain = self.settings.worker_drain_seconds if drain_seconds is None else drain_seconds
+        log.info("worker %s stopping; running jobs get %g s to finish", self.id, drain)
         self._stopping.set()
         self._wakeup.set()
+        timer = threading.Timer(drain, self._interrupt_all)
+        timer.daemon = True
+        timer.start()
+
+    def _interrupt_all(self) -> None:
         with self._active_lock:
             for control in self._active.values():
                 control.stop(StopReason.SHUTDOWN)
+
+    def sweep_orphans(self) -> int:
+        """Remove containers (and images) of jobs that no worker runs any more.
+
+        A worker killed with -9 leaves them; their jobs are final or back in the
+        queue. Jobs still active belong to a live worker on this engine: kept.
+        """
+        executor = self._executor_factory()
+        try:
+            found = executor.managed_jobs(images=not self.settings.keep_images)
+            with db.session_scope(self.settings) as session:
+                known = store.statuses(session, found)
+            orphans = {job for job in found if not known.get(job, Status.FAILED).is_active}
+            for job_id in orphans:
+                executor.remove_containers(job_id)
+                if not self.settings.keep_images:
+                    executor.remove_job_images(job_id)
+        except (exceptions.EngineError, exceptions.ServiceUnavailable) as exc:
+            log.warning("could not sweep orphan containers: %s", exc.message)
+            return 0
+        finally:
+            executor.close()
+        if orphans:
+            log.info("removed what %d orphaned job(s) left on the engine", len(orphans))
+        return len(orphans)
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -116,7 +152,12 @@ class Worker:
 
     def _run_one(self, executor: Executor) -> bool:
         with db.session_scope(self.settings) as session:
-            job = store.claim(session, self.id, self.settings.lease_seconds)
+            job = store.claim(
+                session,
+                self.id,
+                self.settings.lease_seconds,
+                max_running_per_user=self.settings.max_running_per_user,
+            )
             if job is None:
                 return False
             ticket = Ticket(id=job.id, timeout=job.timeout, dataset=job.dataset, gpus=job.gpus)
@@ -159,7 +200,9 @@ class Worker:
     def _supervise(self) -> None:
         renew_every = self.settings.lease_seconds / 3
         last_renewal = 0.0
-        while not self._stopping.wait(CANCEL_POLL_SECONDS):
+        # Runs until every slot is done: draining jobs still need their leases renewed.
+        while any(slot.is_alive() for slot in self._slots):
+            time.sleep(CANCEL_POLL_SECONDS)
             try:
                 with db.session_scope(self.settings) as session:
                     held = self.active_jobs

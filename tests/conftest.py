@@ -78,6 +78,7 @@ def make_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Se
             "lease_seconds": 6,
             "log_max_bytes": "256k",
             "engine_retries": 2,
+            "worker_drain_seconds": 0,
         }
         values.update(overrides)
         settings = Settings(**values)

@@ -124,7 +124,12 @@ def service(tmp_path: Path) -> Iterator[Service]:
     home = tmp_path / "home"
     port = free_port()
     # Test-friendly limits travel in the environment, as an operator would set them.
-    server_env = cli_env(home, PROCTOR_RUN_MEMORY="256m", PROCTOR_WORKER_POLL_INTERVAL="0.05")
+    server_env = cli_env(
+        home,
+        PROCTOR_RUN_MEMORY="256m",
+        PROCTOR_WORKER_POLL_INTERVAL="0.05",
+        PROCTOR_WORKER_DRAIN_SECONDS="2",
+    )
     log_path = tmp_path / "up.log"
     with (
         log_path.open("wb") as log,

@@ -228,3 +228,16 @@ def test_api_gpus_only_when_the_operator_allows(
     assert_error(open_api.submit(TRIVIAL, gpus=3), 422, "invalid_parameter", "maximum of 2")
     assert_error(open_api.submit(TRIVIAL, gpus="all"), 422, "invalid_parameter", "maximum")
     assert_error(open_api.submit(TRIVIAL, gpus="many"), 422, "invalid_parameter", "count")
+
+
+def test_api_queue_cap_per_user_is_429(
+    make_settings: SettingsFactory, make_api: ApiFactory
+) -> None:
+    settings = make_settings(max_queued_per_user=2)
+    alice = make_api("alice", app_settings=settings)
+    bob = make_api("bob", app_settings=settings)
+    alice.submit_ok(TRIVIAL)
+    alice.submit_ok(TRIVIAL)
+
+    assert_error(alice.submit(TRIVIAL), 429, "too_many_requests", "2 jobs waiting")
+    assert bob.submit(TRIVIAL).status_code == 201

@@ -169,3 +169,34 @@ def test_migrations_match_the_models(settings: Settings) -> None:
     with db.get_engine(settings.database_url).connect() as connection:
         context = MigrationContext.configure(connection)
         assert compare_metadata(context, Base.metadata) == []
+
+
+def queue_for(settings: Settings, name: str, count: int) -> list[str]:
+    try:
+        users.add_user(settings, name, admin=False)
+    except exceptions.Conflict:
+        pass
+    with db.session_scope(settings) as session:
+        owner = users.find_user(session, name)
+        new = store.NewJob(owner_id=owner.id, context=b"x", timeout=5)
+        return [store.create_job(session, new).id for _ in range(count)]
+
+
+def test_claim_is_fair_across_users(settings: Settings) -> None:
+    a_jobs = queue_for(settings, "a", 30)
+    [b_job] = queue_for(settings, "b", 1)
+
+    with db.session_scope(settings) as session:
+        order = [store.claim(session, "w", 30) for _ in range(4)]
+
+    assert [job.id for job in order if job] == [a_jobs[0], b_job, a_jobs[1], a_jobs[2]]
+
+
+def test_claim_respects_running_cap_per_user(settings: Settings) -> None:
+    a_jobs = queue_for(settings, "a", 3)
+    [b_job] = queue_for(settings, "b", 1)
+
+    with db.session_scope(settings) as session:
+        taken = [store.claim(session, "w", 30, max_running_per_user=1) for _ in range(3)]
+
+    assert [job.id if job else None for job in taken] == [a_jobs[0], b_job, None]

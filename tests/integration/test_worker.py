@@ -15,10 +15,12 @@ import pytest
 
 from proctor import db, store
 from proctor.config import Settings
+from proctor.engine import JOB_LABEL, MANAGED_LABEL
 from proctor.models import Job
 from proctor.worker import Worker
 
-from .conftest import Api, WorkerFactory, containers_of, dockerfile
+from ..conftest import SettingsFactory
+from .conftest import Api, ApiFactory, WorkerFactory, containers_of, dockerfile
 
 pytestmark = pytest.mark.docker
 
@@ -32,6 +34,7 @@ def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         "PROCTOR_HOME": str(settings.home),
         "PROCTOR_DATABASE_URL": settings.database_url,
         "PROCTOR_WORKER_POLL_INTERVAL": "0.05",
+        "PROCTOR_WORKER_DRAIN_SECONDS": "1",
     }
     with subprocess.Popen(
         [sys.executable, "-m", "proctor", "worker"],
@@ -109,3 +112,54 @@ def test_worker_job_scratch_folder_is_removed(api: Api, worker: Worker, settings
 
     assert job["status"] == "succeeded"
     assert not (Path(settings.jobs_dir) / job["id"]).exists()
+
+
+def test_worker_drain_lets_running_jobs_finish(
+    api: Api, settings: Settings, make_worker: WorkerFactory
+) -> None:
+    worker = make_worker()
+    job_id = api.submit_ok(dockerfile("sleep 2; echo '{\"perf\": 5}' > /data/perf.json"))["id"]
+    api.wait(job_id, {"running"})
+
+    worker.stop(drain_seconds=60)
+    worker.join(timeout=STOP_SECONDS)
+
+    assert api.job(job_id)["status"] == "succeeded"
+
+
+def test_worker_sweeps_orphans_of_dead_workers_only(
+    api: Api, settings: Settings, make_worker: WorkerFactory, docker_client: docker.DockerClient
+) -> None:
+    finished = api.submit_ok(dockerfile("true"))["id"]
+    api.post(f"/api/v1/jobs/{finished}/cancel")
+    running = api.submit_ok(dockerfile("true"))["id"]
+    with db.session_scope(settings) as session:
+        claimed = store.claim(session, "live-worker-elsewhere", lease_seconds=300)
+        assert claimed is not None and claimed.id == running
+    for job_id in (finished, running):
+        docker_client.containers.create(
+            "proctor/busybox:latest", labels={JOB_LABEL: job_id, MANAGED_LABEL: "true"}
+        )
+
+    make_worker()
+
+    assert containers_of(docker_client, finished) == []
+    assert len(containers_of(docker_client, running)) == 1
+    for container in containers_of(docker_client, running):
+        container.remove(force=True)
+
+
+def test_worker_schedules_users_fairly(
+    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
+) -> None:
+    settings = make_settings(worker_concurrency=1)
+    alice, bob = make_api("alice", app_settings=settings), make_api("bob", app_settings=settings)
+    perf = dockerfile("echo '{\"perf\": 1}' > /data/perf.json")
+    alice_jobs = [alice.submit_ok(perf)["id"] for _ in range(30)]
+    bob_job = bob.submit_ok(perf)["id"]
+
+    make_worker(settings)
+    bob_started = bob.wait(bob_job)["started_at"]
+
+    fourth = alice.job(alice_jobs[3])
+    assert fourth["started_at"] is None or bob_started < fourth["started_at"]
