@@ -33,6 +33,7 @@ from proctor.sandbox import (
 
 JOB_LABEL = "proctor.job"
 MANAGED_LABEL = "proctor.managed"
+WORKER_LABEL = "proctor.worker"  # on run containers: the worker that started them
 ENGINE_TIMEOUT_SECONDS = 60
 WAIT_POLL_SECONDS = 0.2
 KILL_GRACE_SECONDS = 10
@@ -55,6 +56,13 @@ class RunResult:
     oom_killed: bool = False
     timed_out: bool = False
     aborted: bool = False
+
+
+@dataclass(frozen=True)
+class ManagedContainer:
+    id: str
+    job_id: str
+    worker: str
 
 
 class Executor(Protocol):
@@ -97,7 +105,11 @@ class Executor(Protocol):
 
     def remove_containers(self, job_id: str) -> None: ...
 
-    def managed_jobs(self, *, images: bool) -> set[str]: ...
+    def managed_containers(self) -> list[ManagedContainer]: ...
+
+    def managed_images(self) -> set[str]: ...
+
+    def remove_container(self, container_id: str) -> None: ...
 
     def remove_job_images(self, job_id: str) -> None: ...
 
@@ -106,11 +118,15 @@ def job_labels(job_id: str) -> dict[str, str]:
     return {JOB_LABEL: job_id, MANAGED_LABEL: "true"}
 
 
+_MANAGED_FILTER: dict[str, str | list[str] | bool] = {"label": f"{MANAGED_LABEL}=true"}
+
+
 class DockerEngine:
     """`Executor` on a Docker engine, through the Engine API (docker-py)."""
 
-    def __init__(self, base_url: str | None = None) -> None:
+    def __init__(self, base_url: str | None = None, *, owner: str = "") -> None:
         self._base_url = base_url
+        self._owner = owner
         self._connected: docker.DockerClient | None = None
         self._connect_lock = threading.Lock()
 
@@ -266,6 +282,7 @@ class DockerEngine:
         on_log: LogSink,
     ) -> RunResult:
         options = _container_options(job_id, profile, output_dir, dataset_dir)
+        options["labels"][WORKER_LABEL] = self._owner
         with _engine_errors():
             container = self._client.containers.create(image_id, **options)
         try:
@@ -312,29 +329,43 @@ class DockerEngine:
 
     def remove_image(self, image_id: str) -> None:
         with _engine_errors(), contextlib.suppress(docker.errors.ImageNotFound):
-            self._client.images.remove(image_id, force=True, noprune=False)
+            # noprune: the parent layers are the build cache, which another job's build
+            # may be using at this very moment.
+            self._client.images.remove(image_id, force=True, noprune=True)
 
     def remove_containers(self, job_id: str) -> None:
+        """Remove this worker's containers of a job (never another worker's)."""
+        labels = [f"{JOB_LABEL}={job_id}", f"{WORKER_LABEL}={self._owner}"]
         with _engine_errors():
             for container in self._client.containers.list(
-                all=True, filters={"label": f"{JOB_LABEL}={job_id}"}
+                all=True, filters={"label": labels}, sparse=True
             ):
                 with contextlib.suppress(docker.errors.NotFound):
                     container.remove(force=True)
 
-    def managed_jobs(self, *, images: bool) -> set[str]:
-        """Jobs that have containers (and, if asked, images) proctor made on this engine."""
-        managed: dict[str, str | list[str] | bool] = {"label": f"{MANAGED_LABEL}=true"}
+    def managed_containers(self) -> list[ManagedContainer]:
+        # sparse: no inspect per container, which fails if another worker removes it meanwhile
         with _engine_errors():
-            found = {
-                str(c.labels.get(JOB_LABEL))
-                for c in self._client.containers.list(all=True, filters=managed)
-            }
-            if images:
-                found |= {
-                    str(i.labels.get(JOB_LABEL)) for i in self._client.images.list(filters=managed)
-                }
-        return found - {"None"}
+            containers = self._client.containers.list(
+                all=True, filters=_MANAGED_FILTER, sparse=True
+            )
+        labels = [(str(c.id), c.attrs.get("Labels") or {}) for c in containers]
+        return [
+            ManagedContainer(
+                id=id_, job_id=str(tags.get(JOB_LABEL, "")), worker=str(tags.get(WORKER_LABEL, ""))
+            )
+            for id_, tags in labels
+        ]
+
+    def managed_images(self) -> set[str]:
+        """Jobs that have images proctor built on this engine."""
+        with _engine_errors():
+            images = self._client.images.list(filters=_MANAGED_FILTER)
+        return {str(i.labels.get(JOB_LABEL)) for i in images} - {"None"}
+
+    def remove_container(self, container_id: str) -> None:
+        with _engine_errors(), contextlib.suppress(docker.errors.NotFound):
+            self._client.containers.get(container_id).remove(force=True)
 
     def remove_job_images(self, job_id: str) -> None:
         with _engine_errors():

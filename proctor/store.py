@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -26,6 +26,7 @@ from proctor import exceptions, jobs
 from proctor.jobs import ErrorCode, Outcome, Status
 from proctor.models import Job, JobContext, LogChunk, PhaseHistogram, User, utcnow
 
+QUEUE_CHANNEL = "proctor_jobs"  # PostgreSQL NOTIFY channel: a job entered the queue
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 200
 PHASE_BUCKETS_SECONDS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, math.inf)
@@ -79,7 +80,14 @@ def create_job(session: Session, new: NewJob) -> Job:
     session.add(job)
     session.add(JobContext(job_id=job.id, data=new.context))
     session.flush()
+    notify_queued(session)
     return job
+
+
+def notify_queued(session: Session) -> None:
+    """Wake listening workers at commit (PostgreSQL); elsewhere workers poll."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": QUEUE_CHANNEL})
 
 
 # --- reading, as a user sees it ------------------------------------------------------
@@ -331,6 +339,7 @@ def give_back(session: Session, job_id: str, worker_id: str) -> bool:
             attempts=Job.attempts - 1,
         )
     )
+    notify_queued(session)
     return _rowcount(result) == 1
 
 
@@ -354,12 +363,15 @@ def renew_leases(
     )
 
 
-def statuses(session: Session, job_ids: Iterable[str]) -> dict[str, Status]:
+def lease_holders(session: Session, job_ids: Iterable[str]) -> dict[str, str]:
+    """For the given jobs that are active, the worker holding each."""
     ids = list(job_ids)
     if not ids:
         return {}
-    rows = session.execute(select(Job.id, Job.status).where(Job.id.in_(ids)))
-    return {row[0]: Status(row[1]) for row in rows}
+    rows = session.execute(
+        select(Job.id, Job.lease_owner).where(Job.id.in_(ids), Job.status.in_(_ACTIVE))
+    )
+    return {row[0]: row[1] or "" for row in rows}
 
 
 def cancel_requested(session: Session, job_ids: Sequence[str]) -> set[str]:
@@ -404,6 +416,8 @@ def release_expired(session: Session, max_attempts: int) -> int:
         .where(*expired)
         .values(status=Status.QUEUED.value, lease_owner=None, lease_expires_at=None)
     )
+    if _rowcount(requeued):
+        notify_queued(session)
     return _rowcount(cancelled) + _rowcount(lost) + _rowcount(requeued)
 
 

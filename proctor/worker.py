@@ -18,15 +18,19 @@ import uuid
 from collections.abc import Callable
 from types import FrameType
 
+import psycopg
+from sqlalchemy.engine import make_url
+
 from proctor import db, exceptions, store
 from proctor.config import Settings
 from proctor.engine import DockerEngine, Executor
-from proctor.jobs import ErrorCode, Outcome, Status
+from proctor.jobs import ErrorCode, Outcome
 from proctor.pipeline import Control, Pipeline, StopReason, Ticket
 
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 1.0
+LISTEN_TIMEOUT_SECONDS = 1.0
 DB_RETRY_SECONDS = 2.0
 ENGINE_FAILURE_BACKOFF_SECONDS = 5.0
 
@@ -65,6 +69,8 @@ class Worker:
             *self._slots,
             threading.Thread(target=self._supervise, name="supervisor", daemon=True),
         ]
+        if make_url(self.settings.database_url).get_backend_name() == "postgresql":
+            threading.Thread(target=self._listen, name="listener", daemon=True).start()
         for thread in self._threads:
             thread.start()
         log.info("worker %s started with %d slot(s)", self.id, self.settings.worker_concurrency)
@@ -88,29 +94,33 @@ class Worker:
                 control.stop(StopReason.SHUTDOWN)
 
     def sweep_orphans(self) -> int:
-        """Remove containers (and images) of jobs that no worker runs any more.
+        """Remove what workers that died left behind: containers on this engine of jobs
+        they no longer hold, and their images.
 
-        A worker killed with -9 leaves them; their jobs are final or back in the
-        queue. Jobs still active belong to a live worker on this engine: kept.
+        A container is an orphan when its job is no longer active, or is active under
+        another worker than the one that started it. Returns how many were removed.
         """
         executor = self._executor_factory()
         try:
-            found = executor.managed_jobs(images=not self.settings.keep_images)
+            containers = executor.managed_containers()
+            image_jobs = set() if self.settings.keep_images else executor.managed_images()
             with db.session_scope(self.settings) as session:
-                known = store.statuses(session, found)
-            orphans = {job for job in found if not known.get(job, Status.FAILED).is_active}
-            for job_id in orphans:
-                executor.remove_containers(job_id)
-                if not self.settings.keep_images:
-                    executor.remove_job_images(job_id)
+                holders = store.lease_holders(session, {c.job_id for c in containers} | image_jobs)
+            removed = 0
+            for container in containers:
+                if holders.get(container.job_id) != container.worker:
+                    executor.remove_container(container.id)
+                    removed += 1
+            for job_id in image_jobs - holders.keys():
+                executor.remove_job_images(job_id)
         except (exceptions.EngineError, exceptions.ServiceUnavailable) as exc:
-            log.warning("could not sweep orphan containers: %s", exc.message)
+            log.warning("could not sweep orphans: %s", exc.message)
             return 0
         finally:
             executor.close()
-        if orphans:
-            log.info("removed what %d orphaned job(s) left on the engine", len(orphans))
-        return len(orphans)
+        if removed:
+            log.info("removed %d orphaned container(s)", removed)
+        return removed
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -203,6 +213,7 @@ class Worker:
         # Runs until every slot is done: draining jobs still need their leases renewed.
         while any(slot.is_alive() for slot in self._slots):
             time.sleep(CANCEL_POLL_SECONDS)
+            released = 0
             try:
                 with db.session_scope(self.settings) as session:
                     held = self.active_jobs
@@ -214,11 +225,30 @@ class Worker:
                         )
                         for job_id in set(held) - kept:
                             self._stop_job(job_id, StopReason.LEASE_LOST)
-                        if store.release_expired(session, self.settings.max_attempts):
-                            self._wakeup.set()
+                        released = store.release_expired(session, self.settings.max_attempts)
                         last_renewal = time.monotonic()
+                    if released:
+                        self._wakeup.set()
+                        self.sweep_orphans()
             except exceptions.ServiceUnavailable as exc:
                 log.warning("supervisor: database unavailable: %s", exc.message)
+
+    def _listen(self) -> None:
+        """Wake the slots as soon as PostgreSQL says a job was queued (LISTEN/NOTIFY);
+        polling stays as the fallback while the connection is down."""
+        conninfo = make_url(self.settings.database_url).set(drivername="postgresql")
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    conninfo.render_as_string(hide_password=False), autocommit=True
+                ) as connection:
+                    connection.execute(f"LISTEN {store.QUEUE_CHANNEL}")
+                    while not self._stopping.is_set():
+                        for _ in connection.notifies(timeout=LISTEN_TIMEOUT_SECONDS):
+                            self._wakeup.set()
+            except psycopg.Error as exc:
+                log.warning("listener: %s; polling until the database is back", exc)
+                self._stopping.wait(DB_RETRY_SECONDS)
 
     def _stop_job(self, job_id: str, reason: StopReason) -> None:
         with self._active_lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 
 from proctor import db, store
 from proctor.config import Settings
-from proctor.engine import JOB_LABEL, MANAGED_LABEL
+from proctor.engine import JOB_LABEL, MANAGED_LABEL, WORKER_LABEL
 from proctor.models import Job
 from proctor.worker import Worker
 
@@ -136,10 +137,9 @@ def test_worker_sweeps_orphans_of_dead_workers_only(
     with db.session_scope(settings) as session:
         claimed = store.claim(session, "live-worker-elsewhere", lease_seconds=300)
         assert claimed is not None and claimed.id == running
-    for job_id in (finished, running):
-        docker_client.containers.create(
-            "proctor/busybox:latest", labels={JOB_LABEL: job_id, MANAGED_LABEL: "true"}
-        )
+    for job_id, owner in ((finished, "dead-worker"), (running, "live-worker-elsewhere")):
+        labels = {JOB_LABEL: job_id, MANAGED_LABEL: "true", WORKER_LABEL: owner}
+        docker_client.containers.create("proctor/busybox:latest", labels=labels)
 
     make_worker()
 
@@ -163,3 +163,24 @@ def test_worker_schedules_users_fairly(
 
     fourth = alice.job(alice_jobs[3])
     assert fourth["started_at"] is None or bob_started < fourth["started_at"]
+
+
+def test_worker_picks_up_new_jobs_at_once_on_postgresql(
+    request: pytest.FixtureRequest,
+    make_settings: SettingsFactory,
+    make_api: ApiFactory,
+    make_worker: WorkerFactory,
+) -> None:
+    if request.config.getoption("--database") != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's: runs with --database postgresql")
+    # Polling alone would take 60 s: a quick start proves the notification woke the worker.
+    settings = make_settings(worker_poll_interval=60)
+    api = make_api(app_settings=settings)
+    make_worker(settings)
+    time.sleep(1)  # the worker is listening and idle
+
+    job = api.wait(api.submit_ok(dockerfile("echo '{\"perf\": 1}' > /data/perf.json"))["id"])
+
+    assert job["status"] == "succeeded"
+    created, started = (dt.datetime.fromisoformat(job[k]) for k in ("created_at", "started_at"))
+    assert (started - created).total_seconds() < 2

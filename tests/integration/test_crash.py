@@ -1,0 +1,262 @@
+"""Crash safety with real processes: killed workers, many workers, a killed API, a
+restarted database. No job is lost, none runs twice at once, nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from proctor import db, users
+from proctor.config import Settings
+from proctor.engine import JOB_LABEL, WORKER_LABEL
+from proctor.models import Job, JobContext
+
+from ..conftest import SettingsFactory
+from .conftest import Api, ApiFactory, WorkerFactory, containers_of, dockerfile, tar_context
+
+pytestmark = pytest.mark.docker
+
+LEASE_SECONDS = 3
+WAIT_SECONDS = 180
+PERF = "echo '{\"perf\": 1}' > /data/perf.json"
+WorkerProcess = Callable[[str], "subprocess.Popen[bytes]"]
+
+
+@pytest.fixture
+def crash_settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings(lease_seconds=LEASE_SECONDS)
+
+
+@pytest.fixture
+def spawn_worker(crash_settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    """`proctor worker` processes, each with its own home, as if on its own host."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "PROCTOR_HOME": str(tmp_path / f"worker-{name}"),
+            "PROCTOR_DATABASE_URL": crash_settings.database_url,
+            "PROCTOR_LEASE_SECONDS": str(LEASE_SECONDS),
+            "PROCTOR_WORKER_POLL_INTERVAL": "0.05",
+            "PROCTOR_WORKER_DRAIN_SECONDS": "0",
+            "PROCTOR_WORKER_CONCURRENCY": str(concurrency),
+            "PROCTOR_RUN_MEMORY": "256m",
+        }
+        with (tmp_path / f"worker-{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "proctor", "worker"], env=env, stdout=log, stderr=log
+            )
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in started:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    # A worker killed with -9 cannot unmount its jobs' /data folders: do it for it.
+    for mount_point in mounts_under(tmp_path):
+        subprocess.run(["umount", "-l", mount_point], check=False)
+
+
+def mounts_under(root: Path) -> list[str]:
+    with open("/proc/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    return [point for point in points if point.startswith(f"{root}/")]
+
+
+@pytest.fixture
+def crash_api(crash_settings: Settings, make_api: ApiFactory) -> Api:
+    return make_api(app_settings=crash_settings)
+
+
+def wait_for_container(client: docker.DockerClient, job_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while not containers_of(client, job_id):
+        assert time.monotonic() < deadline, "the job's container never started"
+        time.sleep(0.1)
+
+
+def test_crash_kill_9_worker_mid_run_job_completes_elsewhere(
+    crash_api: Api, spawn_worker: WorkerProcess, docker_client: docker.DockerClient
+) -> None:
+    job_id = crash_api.submit_ok(dockerfile(f"sleep 4; {PERF}"))["id"]
+    first = spawn_worker("a")
+    crash_api.wait(job_id, {"running"}, timeout=60)
+    wait_for_container(docker_client, job_id)
+
+    first.kill()
+    first.wait()
+    spawn_worker("b")
+    job = crash_api.wait(job_id, timeout=WAIT_SECONDS)
+
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert containers_of(docker_client, job_id) == []
+
+
+def test_crash_kill_9_worker_mid_build_job_completes_elsewhere(
+    crash_api: Api, spawn_worker: WorkerProcess, docker_client: docker.DockerClient
+) -> None:
+    # A step no earlier build cached: the build really runs when the worker dies.
+    step = f"RUN echo {uuid.uuid4().hex} && sleep 3\n"
+    text = "FROM proctor/busybox:latest\n" + step + dockerfile(PERF).split("\n", 1)[1]
+    job_id = crash_api.submit_ok(text)["id"]
+    first = spawn_worker("a")
+    crash_api.wait(job_id, {"building"}, timeout=60)
+    time.sleep(1)
+
+    first.kill()
+    first.wait()
+    spawn_worker("b")
+    job = crash_api.wait(job_id, timeout=WAIT_SECONDS)
+
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert containers_of(docker_client, job_id) == []
+
+
+def test_crash_three_workers_run_every_job_exactly_once(
+    crash_api: Api,
+    spawn_worker: WorkerProcess,
+    docker_client: docker.DockerClient,
+    crash_settings: Settings,
+) -> None:
+    # Count run containers from the engine's own event stream, not from the database.
+    events = docker_client.events(
+        decode=True, filters={"type": "container", "event": "start", "label": WORKER_LABEL}
+    )
+    starts: Counter[str] = Counter()
+    listener = threading.Thread(
+        target=lambda: starts.update(e["Actor"]["Attributes"].get(JOB_LABEL) for e in events),
+        daemon=True,
+    )
+    listener.start()
+    ids = [crash_api.submit_ok(dockerfile(PERF))["id"] for _ in range(100)]
+    for name in ("a", "b", "c"):
+        spawn_worker(name)
+
+    jobs = [crash_api.wait(job_id, timeout=WAIT_SECONDS) for job_id in ids]
+    time.sleep(1)  # let the last events arrive
+    events.close()
+    assert all(job["status"] == "succeeded" for job in jobs)
+    assert {job["id"]: job["attempts"] for job in jobs} == {
+        job_id: starts[job_id] for job_id in ids
+    }
+    duplicates = [job_id for job_id in ids if starts[job_id] > 1]
+    lost = [job["id"] for job in jobs if job["status"] != "succeeded"]
+    print(
+        f"\njobs submitted 100, completed {len(jobs) - len(lost)}, "
+        f"duplicates {len(duplicates)}, lost {len(lost)}"
+    )
+    assert duplicates == [] and lost == []
+
+
+def test_crash_kill_9_api_during_uploads_leaves_no_half_job(
+    crash_settings: Settings, tmp_path: Path
+) -> None:
+    token = users.add_user(crash_settings, "uploader", admin=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PROCTOR_HOME": str(tmp_path / "api-home"),
+        "PROCTOR_DATABASE_URL": crash_settings.database_url,
+        "PROCTOR_PORT": str(port),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "proctor", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, "proctor serve did not start"
+            time.sleep(0.1)
+    archive = tar_context({"Dockerfile": dockerfile(PERF), "weights.bin": os.urandom(2 * 2**20)})
+    stop = threading.Event()
+
+    def upload() -> None:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+            while not stop.is_set():
+                try:
+                    client.post("/api/v1/jobs", files={"file": ("c.tar.gz", archive)}, timeout=10)
+                except httpx.HTTPError:
+                    return
+
+    threads = [threading.Thread(target=upload) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    server.kill()
+    server.wait()
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+    with db.session_scope(crash_settings) as session:
+        jobs = session.query(Job).all()
+        contexts = {c.job_id: len(c.data) for c in session.query(JobContext).all()}
+    assert jobs, "no upload completed before the kill"
+    assert all(job.status == "queued" for job in jobs)
+    assert {job.id for job in jobs} == set(contexts)
+    assert all(size == job.context_size for job in jobs for size in [contexts[job.id]])
+
+
+def test_crash_database_restart_loses_no_job(
+    request: pytest.FixtureRequest,
+    crash_settings: Settings,
+    crash_api: Api,
+    make_worker: WorkerFactory,
+) -> None:
+    if request.config.getoption("--database") != "postgresql":
+        pytest.skip("restarts the PostgreSQL server: runs with --database postgresql")
+    cluster = subprocess.run(
+        ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True
+    ).stdout.split()[:2]
+    ids = [crash_api.submit_ok(dockerfile(f"sleep 1; {PERF}"))["id"] for _ in range(6)]
+    make_worker(crash_settings)
+    crash_api.wait(ids[0], {"running", "succeeded"}, timeout=60)
+
+    subprocess.run(["pg_ctlcluster", *cluster, "restart"], check=True)
+    answers: Counter[int] = Counter()
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        response = crash_api.get("/api/v1/jobs?limit=200")
+        answers[response.status_code] += 1
+        if response.status_code == 200 and all(
+            job["status"] in {"succeeded", "failed", "cancelled"}
+            for job in response.json()["items"]
+        ):
+            break
+        time.sleep(0.5)
+
+    jobs = [crash_api.job(job_id) for job_id in ids]
+    assert [job["status"] for job in jobs] == ["succeeded"] * len(ids), jobs
+    assert set(answers) <= {200, 503}
