@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..conftest import FreshDatabases
+
 READY_SECONDS = 60
 STOP_SECONDS = 30
 CLI_SECONDS = 180
@@ -119,16 +121,21 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Callable[[], str
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    """`proctor up --port P` on a fresh PROCTOR_HOME; stopped with SIGINT, which must exit 0."""
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+    """`proctor up --port P` on a fresh PROCTOR_HOME (and, with --database postgresql, a
+    fresh PostgreSQL database); stopped with SIGINT, which must exit 0."""
     home = tmp_path / "home"
     port = free_port()
+    databases = FreshDatabases(request.config.getoption("--database"), tmp_path)
+    database_url = databases.new_url()
+    database = {"PROCTOR_DATABASE_URL": database_url} if database_url else {}
     # Test-friendly limits travel in the environment, as an operator would set them.
     server_env = cli_env(
         home,
         PROCTOR_RUN_MEMORY="256m",
         PROCTOR_WORKER_POLL_INTERVAL="0.05",
         PROCTOR_WORKER_DRAIN_SECONDS="2",
+        **database,
     )
     log_path = tmp_path / "up.log"
     with (
@@ -144,7 +151,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
     ):
         service = Service(
             url=f"http://127.0.0.1:{port}",
-            env=cli_env(home),
+            env=cli_env(home, **database),
             home=home,
             process=process,
             log_path=log_path,
@@ -158,3 +165,4 @@ def service(tmp_path: Path) -> Iterator[Service]:
                 assert code == 0, f"proctor up exited {code} on SIGINT:\n{service.log()}"
             elif not service.stopped:
                 pytest.fail(f"proctor up died during the test:\n{service.log()}")
+            databases.drop_all()

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.docker
 LEASE_SECONDS = 3
 WAIT_SECONDS = 180
 PERF = "echo '{\"perf\": 1}' > /data/perf.json"
+PERF_FILE = dockerfile(PERF).encode()
 WorkerProcess = Callable[[str], "subprocess.Popen[bytes]"]
 
 
@@ -260,3 +261,54 @@ def test_crash_database_restart_loses_no_job(
     jobs = [crash_api.job(job_id) for job_id in ids]
     assert [job["status"] for job in jobs] == ["succeeded"] * len(ids), jobs
     assert set(answers) <= {200, 503}
+
+
+def test_crash_several_api_processes_act_as_one_service(
+    crash_settings: Settings, tmp_path: Path
+) -> None:
+    token = users.add_user(crash_settings, "multi", admin=False)
+    servers = []
+    for name in ("one", "two"):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = {
+            **os.environ,
+            "PROCTOR_HOME": str(tmp_path / f"api-{name}"),
+            "PROCTOR_DATABASE_URL": crash_settings.database_url,
+            "PROCTOR_PORT": str(port),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proctor", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        servers.append((process, f"http://127.0.0.1:{port}"))
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        for _process, url in servers:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    assert time.monotonic() < deadline, "proctor serve did not start"
+                    time.sleep(0.1)
+        (_, first), (_, second) = servers
+        created = httpx.post(
+            f"{first}/api/v1/jobs", headers=headers, files={"file": ("Dockerfile", PERF_FILE)}
+        ).json()
+
+        seen = httpx.get(f"{second}/api/v1/jobs/{created['id']}", headers=headers)
+        cancelled = httpx.post(f"{second}/api/v1/jobs/{created['id']}/cancel", headers=headers)
+        listed = httpx.get(f"{first}/api/v1/jobs", headers=headers).json()["items"]
+    finally:
+        for process, _ in servers:
+            process.terminate()
+            process.wait(30)
+
+    assert seen.status_code == 200 and seen.json()["id"] == created["id"]
+    assert cancelled.status_code == 202
+    assert [(job["id"], job["status"]) for job in listed] == [(created["id"], "cancelled")]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from sqlalchemy import update
 
 from proctor import db, store
 from proctor.config import Settings
@@ -184,3 +185,30 @@ def test_worker_picks_up_new_jobs_at_once_on_postgresql(
     assert job["status"] == "succeeded"
     created, started = (dt.datetime.fromisoformat(job[k]) for k in ("created_at", "started_at"))
     assert (started - created).total_seconds() < 2
+
+
+def test_worker_that_loses_its_lease_stops_the_job_and_keeps_off(
+    api: Api, settings: Settings, make_worker: WorkerFactory, docker_client: docker.DockerClient
+) -> None:
+    make_worker()
+    job_id = api.submit_ok(dockerfile("sleep 300"))["id"]
+    api.wait(job_id, {"running"})
+    deadline = time.monotonic() + 30
+    while not containers_of(docker_client, job_id):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    # Another worker now holds the job (as after a partition that outlasted the lease).
+    with db.session_scope(settings) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(lease_owner="other-worker"))
+    deadline = time.monotonic() + settings.lease_seconds + 10
+    while containers_of(docker_client, job_id):
+        assert time.monotonic() < deadline, "the container outlived the lost lease"
+        time.sleep(0.2)
+    time.sleep(1)
+
+    job = api.job(job_id)
+    assert job["status"] == "running"  # the old worker wrote no outcome over the new holder's
+    with db.session_scope(settings) as session:
+        stored = session.get(Job, job_id)
+        assert stored is not None and stored.lease_owner == "other-worker"
