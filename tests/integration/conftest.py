@@ -20,6 +20,8 @@ from proctor.config import Settings
 from proctor.engine import JOB_LABEL, MANAGED_LABEL
 from proctor.worker import Worker
 
+from ..conftest import SettingsFactory
+
 BUSYBOX = "proctor/busybox:latest"
 PYTHON = "proctor/python:3.11"
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -142,6 +144,23 @@ def make_worker(settings: Settings, docker_client: docker.DockerClient) -> Itera
 @pytest.fixture
 def worker(make_worker: WorkerFactory) -> Worker:
     return make_worker()
+
+
+StackFactory = Callable[..., Api]
+
+
+@pytest.fixture
+def make_stack(
+    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
+) -> StackFactory:
+    """An API client and a running worker, on fresh settings with these overrides."""
+
+    def make(**overrides: Any) -> Api:
+        settings = make_settings(**overrides)
+        make_worker(settings)
+        return make_api(app_settings=settings)
+
+    return make
 
 
 def containers_of(client: docker.DockerClient, job_id: str) -> list[Any]:

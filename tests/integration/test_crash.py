@@ -90,6 +90,41 @@ def crash_api(crash_settings: Settings, make_api: ApiFactory) -> Api:
     return make_api(app_settings=crash_settings)
 
 
+def start_serve(settings: Settings, home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A `proctor serve` process on the test's database; returns it and its URL once up."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PROCTOR_HOME": str(home),
+        "PROCTOR_DATABASE_URL": settings.database_url,
+        "PROCTOR_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proctor", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, "proctor serve did not start"
+            time.sleep(0.1)
+
+
+def kill_and_replace(first: subprocess.Popen[bytes], spawn_worker: WorkerProcess) -> None:
+    """kill -9 a worker, then start another (another host) to pick up its jobs."""
+    first.kill()
+    first.wait()
+    spawn_worker("b")
+
+
 def wait_for_container(client: docker.DockerClient, job_id: str) -> None:
     deadline = time.monotonic() + 60
     while not containers_of(client, job_id):
@@ -105,9 +140,7 @@ def test_crash_kill_9_worker_mid_run_job_completes_elsewhere(
     crash_api.wait(job_id, {"running"}, timeout=60)
     wait_for_container(docker_client, job_id)
 
-    first.kill()
-    first.wait()
-    spawn_worker("b")
+    kill_and_replace(first, spawn_worker)
     job = crash_api.wait(job_id, timeout=WAIT_SECONDS)
 
     assert job["status"] == "succeeded", job
@@ -126,9 +159,7 @@ def test_crash_kill_9_worker_mid_build_job_completes_elsewhere(
     crash_api.wait(job_id, {"building"}, timeout=60)
     time.sleep(1)
 
-    first.kill()
-    first.wait()
-    spawn_worker("b")
+    kill_and_replace(first, spawn_worker)
     job = crash_api.wait(job_id, timeout=WAIT_SECONDS)
 
     assert job["status"] == "succeeded", job
@@ -176,30 +207,7 @@ def test_crash_kill_9_api_during_uploads_leaves_no_half_job(
     crash_settings: Settings, tmp_path: Path
 ) -> None:
     token = users.add_user(crash_settings, "uploader", admin=False)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "PROCTOR_HOME": str(tmp_path / "api-home"),
-        "PROCTOR_DATABASE_URL": crash_settings.database_url,
-        "PROCTOR_PORT": str(port),
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "proctor", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            assert time.monotonic() < deadline, "proctor serve did not start"
-            time.sleep(0.1)
+    server, url = start_serve(crash_settings, tmp_path / "api-home")
     archive = tar_context({"Dockerfile": dockerfile(PERF), "weights.bin": os.urandom(2 * 2**20)})
     stop = threading.Event()
 
@@ -267,35 +275,9 @@ def test_crash_several_api_processes_act_as_one_service(
     crash_settings: Settings, tmp_path: Path
 ) -> None:
     token = users.add_user(crash_settings, "multi", admin=False)
-    servers = []
-    for name in ("one", "two"):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        env = {
-            **os.environ,
-            "PROCTOR_HOME": str(tmp_path / f"api-{name}"),
-            "PROCTOR_DATABASE_URL": crash_settings.database_url,
-            "PROCTOR_PORT": str(port),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proctor", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        servers.append((process, f"http://127.0.0.1:{port}"))
+    servers = [start_serve(crash_settings, tmp_path / f"api-{name}") for name in ("one", "two")]
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        for _process, url in servers:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    assert time.monotonic() < deadline, "proctor serve did not start"
-                    time.sleep(0.1)
         (_, first), (_, second) = servers
         created = httpx.post(
             f"{first}/api/v1/jobs", headers=headers, files={"file": ("Dockerfile", PERF_FILE)}

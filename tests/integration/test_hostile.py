@@ -21,7 +21,15 @@ import pytest
 from proctor.config import Settings
 
 from ..conftest import SettingsFactory
-from .conftest import PYTHON, Api, ApiFactory, WorkerFactory, containers_of, dockerfile
+from .conftest import (
+    PYTHON,
+    Api,
+    ApiFactory,
+    StackFactory,
+    WorkerFactory,
+    containers_of,
+    dockerfile,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -367,13 +375,9 @@ def test_hostile_build_out_of_memory_fails_the_build(stack: Stack) -> None:
     assert "dd if=/dev/zero" in job["error"]["message"]
 
 
-def test_hostile_build_that_never_ends_is_stopped(
-    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
-) -> None:
+def test_hostile_build_that_never_ends_is_stopped(make_stack: StackFactory) -> None:
     """Property: the build time limit stops a build that never ends."""
-    settings = make_settings(build_timeout=3)
-    api = make_api(app_settings=settings)
-    make_worker(settings)
+    api = make_stack(build_timeout=3)
 
     job = api.run("FROM proctor/busybox:latest\nRUN while :; do :; done\nCMD true\n")
 
@@ -399,13 +403,9 @@ def test_hostile_sandbox_profile_is_recorded_for_audit(stack: Stack) -> None:
     assert " 65536 " in run_logs(stack.api, job)  # /dev/shm is 64 MiB, in KiB
 
 
-def test_hostile_unknown_runtime_fails_closed(
-    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
-) -> None:
+def test_hostile_unknown_runtime_fails_closed(make_stack: StackFactory) -> None:
     """Property: a stronger runtime that is not installed fails the job, never falls back."""
-    settings = make_settings(run_runtime="runsc-not-installed")
-    api = make_api(app_settings=settings)
-    make_worker(settings)
+    api = make_stack(run_runtime="runsc-not-installed")
 
     job = api.run(dockerfile(PERF_OK))
 
@@ -413,16 +413,12 @@ def test_hostile_unknown_runtime_fails_closed(
     assert "runsc-not-installed" in job["error"]["message"]
 
 
-def test_hostile_gpu_request_reaches_the_engine(
-    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
-) -> None:
+def test_hostile_gpu_request_reaches_the_engine(make_stack: StackFactory) -> None:
     """Property: GPUs are requested from the engine only for jobs that ask, as recorded.
 
     This machine has no GPU, so the engine refuses the request: the job fails closed.
     """
-    settings = make_settings(run_gpus_max=-1)
-    api = make_api(app_settings=settings)
-    make_worker(settings)
+    api = make_stack(run_gpus_max=-1)
 
     plain = api.run(dockerfile(PERF_OK))
     gpu = api.run(dockerfile(PERF_OK), gpus="all")

@@ -10,7 +10,15 @@ import pytest
 from proctor.worker import Worker
 
 from ..conftest import SettingsFactory
-from .conftest import Api, ApiFactory, WorkerFactory, containers_of, dockerfile, managed_images
+from .conftest import (
+    Api,
+    ApiFactory,
+    StackFactory,
+    WorkerFactory,
+    containers_of,
+    dockerfile,
+    managed_images,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -81,12 +89,8 @@ def test_pipeline_build_failed_when_base_image_is_absent(api: Api, worker: Worke
     assert "pulling is disabled" in job["error"]["message"]
 
 
-def test_pipeline_build_timeout(
-    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
-) -> None:
-    settings = make_settings(build_timeout=2)
-    api = make_api(app_settings=settings)
-    make_worker(settings)
+def test_pipeline_build_timeout(make_stack: StackFactory) -> None:
+    api = make_stack(build_timeout=2)
     started = time.monotonic()
 
     job = api.run("FROM proctor/busybox:latest\nRUN sleep 60\nCMD true\n")
@@ -107,12 +111,8 @@ def test_pipeline_timeout_kills_the_container(
     assert containers_of(docker_client, job["id"]) == []
 
 
-def test_pipeline_oom_killed(
-    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
-) -> None:
-    settings = make_settings(run_memory="32m")
-    api = make_api(app_settings=settings)
-    make_worker(settings)
+def test_pipeline_oom_killed(make_stack: StackFactory) -> None:
+    api = make_stack(run_memory="32m")
 
     job = api.run(dockerfile("dd if=/dev/zero of=/dev/null bs=64M count=1"))
 
@@ -168,12 +168,8 @@ def test_pipeline_cancel_during_build(api: Api, worker: Worker) -> None:
     assert job["status"] == "cancelled"
 
 
-def test_pipeline_internal_when_engine_unreachable(
-    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
-) -> None:
-    settings = make_settings(docker_host="unix:///nonexistent/docker.sock")
-    api = make_api(app_settings=settings)
-    make_worker(settings)
+def test_pipeline_internal_when_engine_unreachable(make_stack: StackFactory) -> None:
+    api = make_stack(docker_host="unix:///nonexistent/docker.sock")
 
     job = api.run(dockerfile("true"))
 
@@ -182,14 +178,9 @@ def test_pipeline_internal_when_engine_unreachable(
 
 
 def test_pipeline_keeps_image_when_asked(
-    make_settings: SettingsFactory,
-    make_api: ApiFactory,
-    make_worker: WorkerFactory,
-    docker_client: docker.DockerClient,
+    make_stack: StackFactory, docker_client: docker.DockerClient
 ) -> None:
-    settings = make_settings(keep_images=True)
-    api = make_api(app_settings=settings)
-    make_worker(settings)
+    api = make_stack(keep_images=True)
 
     job = api.run(dockerfile(WRITE_PERF))
 
@@ -199,12 +190,8 @@ def test_pipeline_keeps_image_when_asked(
     docker_client.images.remove(job["image_id"], force=True)
 
 
-def test_pipeline_runs_jobs_concurrently(
-    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
-) -> None:
-    settings = make_settings(worker_concurrency=2)
-    api = make_api(app_settings=settings)
-    make_worker(settings)
+def test_pipeline_runs_jobs_concurrently(make_stack: StackFactory) -> None:
+    api = make_stack(worker_concurrency=2)
     script = "sleep 3; echo '{\"perf\": 1}' > /data/perf.json"
     ids = [api.submit_ok(dockerfile(script))["id"] for _ in range(2)]
 
@@ -216,12 +203,8 @@ def test_pipeline_runs_jobs_concurrently(
     assert first["running"] < second["succeeded"] and second["running"] < first["succeeded"]
 
 
-def test_pipeline_caps_stored_logs_with_a_marker(
-    make_settings: SettingsFactory, make_api: ApiFactory, make_worker: WorkerFactory
-) -> None:
-    settings = make_settings(log_max_bytes="16k")
-    api = make_api(app_settings=settings)
-    make_worker(settings)
+def test_pipeline_caps_stored_logs_with_a_marker(make_stack: StackFactory) -> None:
+    api = make_stack(log_max_bytes="16k")
     flood = "head -c 1000000 /dev/zero | tr '\\0' x; echo '{\"perf\": 1}' > /data/perf.json"
 
     job = api.run(dockerfile(flood))
