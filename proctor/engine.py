@@ -37,6 +37,7 @@ WORKER_LABEL = "proctor.worker"  # on run containers: the worker that started th
 ENGINE_TIMEOUT_SECONDS = 60
 WAIT_POLL_SECONDS = 0.2
 KILL_GRACE_SECONDS = 10
+LOG_DRAIN_SECONDS = 2
 ENGINE_LOG_FACTOR = 4
 ENGINE_LOG_SLACK_BYTES = 1024 * 1024
 
@@ -293,7 +294,7 @@ class DockerEngine:
             )
             logs.start()
             result = self._wait(container, profile.timeout_seconds, abort)
-            logs.join(timeout=KILL_GRACE_SECONDS)
+            logs.join(timeout=LOG_DRAIN_SECONDS)  # the container is gone: its stream ends
             return result
         finally:
             with contextlib.suppress(docker.errors.DockerException, requests.RequestException):

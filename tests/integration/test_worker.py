@@ -26,7 +26,8 @@ from .conftest import Api, ApiFactory, WorkerFactory, containers_of, dockerfile
 
 pytestmark = pytest.mark.docker
 
-STOP_SECONDS = 30
+# Drain, kill, cleanup: seconds when idle, but the engine can be slow under a full suite.
+STOP_SECONDS = 60
 
 
 @pytest.fixture
