@@ -363,15 +363,14 @@ def renew_leases(
     )
 
 
-def lease_holders(session: Session, job_ids: Iterable[str]) -> dict[str, str]:
-    """For the given jobs that are active, the worker holding each."""
+def lease_holders(session: Session, job_ids: Iterable[str]) -> dict[str, str | None]:
+    """For each of the given jobs this database knows, the worker holding it, or None
+    when the job is not active. Jobs of another database are absent."""
     ids = list(job_ids)
     if not ids:
         return {}
-    rows = session.execute(
-        select(Job.id, Job.lease_owner).where(Job.id.in_(ids), Job.status.in_(_ACTIVE))
-    )
-    return {row[0]: row[1] or "" for row in rows}
+    rows = session.execute(select(Job.id, Job.status, Job.lease_owner).where(Job.id.in_(ids)))
+    return {id_: (owner or "") if status in _ACTIVE else None for id_, status, owner in rows}
 
 
 def cancel_requested(session: Session, job_ids: Sequence[str]) -> set[str]:

@@ -98,7 +98,9 @@ class Worker:
         they no longer hold, and their images.
 
         A container is an orphan when its job is no longer active, or is active under
-        another worker than the one that started it. Returns how many were removed.
+        another worker than the one that started it. Containers and images of jobs this
+        database does not know belong to another deployment sharing the engine and are
+        left alone. Returns how many containers were removed.
         """
         executor = self._executor_factory()
         try:
@@ -108,11 +110,12 @@ class Worker:
                 holders = store.lease_holders(session, {c.job_id for c in containers} | image_jobs)
             removed = 0
             for container in containers:
-                if holders.get(container.job_id) != container.worker:
+                if container.job_id in holders and holders[container.job_id] != container.worker:
                     executor.remove_container(container.id)
                     removed += 1
-            for job_id in image_jobs - holders.keys():
-                executor.remove_job_images(job_id)
+            for job_id in image_jobs & holders.keys():
+                if holders[job_id] is None:
+                    executor.remove_job_images(job_id)
         except (exceptions.EngineError, exceptions.ServiceUnavailable) as exc:
             log.warning("could not sweep orphans: %s", exc.message)
             return 0

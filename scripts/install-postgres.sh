@@ -2,6 +2,8 @@
 # Make sure a local PostgreSQL server runs, with a `proctor` role that may create
 # databases (the tests make one per test). Prints the URL to use. Idempotent.
 set -euo pipefail
+# Only the URL goes to stdout, which callers capture: everything else goes to stderr.
+exec 3>&1 1>&2
 
 say() { echo "proctor: $*" >&2; }
 role=proctor
@@ -21,21 +23,29 @@ if [ -z "$cluster" ]; then
     pg_createcluster "$version" main --port "$port" >/dev/null
     cluster="$version main"
 fi
-# shellcheck disable=SC2086
-if ! pg_ctlcluster $cluster status >/dev/null 2>&1; then
-    say "starting PostgreSQL $cluster"
-    # shellcheck disable=SC2086
-    pg_ctlcluster $cluster start
-fi
 psql_admin() { su postgres -c "psql -v ON_ERROR_STOP=1 -qtAX -p $port $*"; }
+ready=""
 for _ in $(seq 1 60); do
-    psql_admin "-c 'select 1'" >/dev/null 2>&1 && break
+    if psql_admin "-c 'select 1'" >/dev/null 2>&1; then
+        ready=1
+        break
+    fi
+    # shellcheck disable=SC2086
+    if ! pg_ctlcluster $cluster status >/dev/null 2>&1; then
+        say "starting PostgreSQL $cluster"
+        # shellcheck disable=SC2086
+        pg_ctlcluster $cluster start 3>&- || true  # the server must not hold our stdout open
+    fi
     sleep 0.5
 done
+if [ -z "$ready" ]; then
+    say "PostgreSQL $cluster does not accept connections; see /var/log/postgresql/"
+    exit 1
+fi
 if [ "$(psql_admin "-c \"select 1 from pg_roles where rolname = '$role'\"")" != 1 ]; then
     psql_admin "-c \"create role $role login createdb password '$password'\""
 fi
 if [ "$(psql_admin "-c \"select 1 from pg_database where datname = '$database'\"")" != 1 ]; then
     psql_admin "-c \"create database $database owner $role\""
 fi
-echo "postgresql+psycopg://$role:$password@127.0.0.1:$port/$database"
+echo "postgresql+psycopg://$role:$password@127.0.0.1:$port/$database" >&3

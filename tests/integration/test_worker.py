@@ -130,7 +130,7 @@ def test_worker_drain_lets_running_jobs_finish(
     assert api.job(job_id)["status"] == "succeeded"
 
 
-def test_worker_sweeps_orphans_of_dead_workers_only(
+def test_worker_sweeps_orphans_of_dead_workers_only_in_its_own_database(
     api: Api, settings: Settings, make_worker: WorkerFactory, docker_client: docker.DockerClient
 ) -> None:
     finished = api.submit_ok(dockerfile("true"))["id"]
@@ -139,7 +139,13 @@ def test_worker_sweeps_orphans_of_dead_workers_only(
     with db.session_scope(settings) as session:
         claimed = store.claim(session, "live-worker-elsewhere", lease_seconds=300)
         assert claimed is not None and claimed.id == running
-    for job_id, owner in ((finished, "dead-worker"), (running, "live-worker-elsewhere")):
+    # A job of another deployment sharing this engine: its database is not ours.
+    foreign = "0" * 28
+    for job_id, owner in (
+        (finished, "dead-worker"),
+        (running, "live-worker-elsewhere"),
+        (foreign, "worker-of-another-deployment"),
+    ):
         labels = {JOB_LABEL: job_id, MANAGED_LABEL: "true", WORKER_LABEL: owner}
         docker_client.containers.create("proctor/busybox:latest", labels=labels)
 
@@ -147,7 +153,8 @@ def test_worker_sweeps_orphans_of_dead_workers_only(
 
     assert containers_of(docker_client, finished) == []
     assert len(containers_of(docker_client, running)) == 1
-    for container in containers_of(docker_client, running):
+    assert len(containers_of(docker_client, foreign)) == 1
+    for container in containers_of(docker_client, running) + containers_of(docker_client, foreign):
         container.remove(force=True)
 
 
