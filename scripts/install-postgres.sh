@@ -45,6 +45,11 @@ fi
 if [ "$(psql_admin "-c \"select 1 from pg_roles where rolname = '$role'\"")" != 1 ]; then
     psql_admin "-c \"create role $role login createdb password '$password'\""
 fi
+# The tests drop their databases WITH (FORCE), which must also end an autovacuum worker
+# busy in them; PostgreSQL asks for pg_signal_backend to do that.
+if [ "$(psql_admin "-c \"select 1 from pg_auth_members m join pg_roles r on r.oid = m.member where r.rolname = '$role' and m.roleid = 'pg_signal_backend'::regrole\"")" != 1 ]; then
+    psql_admin "-c \"grant pg_signal_backend to $role\""
+fi
 if [ "$(psql_admin "-c \"select 1 from pg_database where datname = '$database'\"")" != 1 ]; then
     psql_admin "-c \"create database $database owner $role\""
 fi

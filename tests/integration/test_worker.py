@@ -39,12 +39,17 @@ def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         "PROCTOR_WORKER_POLL_INTERVAL": "0.05",
         "PROCTOR_WORKER_DRAIN_SECONDS": "1",
     }
-    with subprocess.Popen(
-        [sys.executable, "-m", "proctor", "worker"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    ) as process:
+    # A file, not a pipe: nobody reads a pipe while the test waits, and a worker whose
+    # log fills the pipe blocks on its next line.
+    with (
+        (settings.home / "worker.log").open("wb") as log,
+        subprocess.Popen(
+            [sys.executable, "-m", "proctor", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ) as process,
+    ):
         yield process
         if process.poll() is None:
             process.kill()
@@ -53,6 +58,7 @@ def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_worker_signal_stops_cleanly_and_requeues(
     api: Api,
+    settings: Settings,
     worker_process: subprocess.Popen[bytes],
     docker_client: docker.DockerClient,
     signum: signal.Signals,
@@ -65,10 +71,12 @@ def test_worker_signal_stops_cleanly_and_requeues(
         time.sleep(0.1)
 
     worker_process.send_signal(signum)
-    code = worker_process.wait(timeout=STOP_SECONDS)
-
-    output = worker_process.stdout.read().decode() if worker_process.stdout else ""
-    assert code == 0, output
+    try:
+        code = worker_process.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        code = None
+    output = (settings.home / "worker.log").read_text(errors="replace")
+    assert code == 0, f"worker exit {code} after {signum.name}:\n{output[-5000:]}"
     assert containers_of(docker_client, job_id) == []
     job = api.job(job_id)
     assert job["status"] == "queued", job
