@@ -8,6 +8,7 @@ running jobs, remove their containers and give the jobs back to the queue.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -33,6 +34,7 @@ CANCEL_POLL_SECONDS = 1.0
 LISTEN_TIMEOUT_SECONDS = 1.0
 DB_RETRY_SECONDS = 2.0
 ENGINE_FAILURE_BACKOFF_SECONDS = 5.0
+SIGNAL_CHECK_SECONDS = 0.2  # how soon the main thread acts on SIGTERM/SIGINT
 
 
 def worker_name() -> str:
@@ -130,6 +132,10 @@ class Worker:
         for thread in self._threads:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(remaining)
+
+    @property
+    def alive(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
 
     def run(self) -> None:
         self.start()
@@ -262,13 +268,27 @@ class Worker:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run a worker in the foreground until SIGTERM or SIGINT."""
+    """Run a worker in the foreground until SIGTERM or SIGINT.
+
+    The signal handler only records the signal: taking a lock inside a handler (logging
+    does, and so does `Event.set`) can deadlock against the very thread it interrupted.
+    The main thread acts on it. SIGUSR1 dumps every thread's stack to stderr, for a
+    worker that seems stuck.
+    """
     worker = Worker(settings)
+    received: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        worker.stop()
+        received.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker.run()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    worker.start()
+    handled = 0
+    while worker.alive:
+        if len(received) > handled:
+            log.info("received %s", signal.Signals(received[handled]).name)
+            handled = len(received)
+            worker.stop()
+        worker.join(timeout=SIGNAL_CHECK_SECONDS)

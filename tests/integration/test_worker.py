@@ -75,6 +75,8 @@ def test_worker_signal_stops_cleanly_and_requeues(
         code = worker_process.wait(timeout=STOP_SECONDS)
     except subprocess.TimeoutExpired:
         code = None
+        worker_process.send_signal(signal.SIGUSR1)  # its threads' stacks, into the log
+        time.sleep(1)
     output = (settings.home / "worker.log").read_text(errors="replace")
     assert code == 0, f"worker exit {code} after {signum.name}:\n{output[-5000:]}"
     assert containers_of(docker_client, job_id) == []
