@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1)
     keep_images: bool = False
     block_severity: str = "high"
+    # Checks of the built image: "RULE=severity" re-ranks (globs allowed, e.g.
+    # "DL3008=medium,CVE-2024-*=low"); accepted rules are kept on the job but never block.
+    finding_severity: CsvList = []
+    accepted_findings: CsvList = []
+    lint_ignore: CsvList = []  # hadolint rules not reported at all
+    # External scanners run when installed on the worker (absent ones: one warning).
+    scanners: CsvList = ["trivy", "grype"]
+    scan_timeout: float = Field(300, gt=0)  # per scanner; past it, a finding says so
+    max_image_bytes: ByteSize = parse_size("10g")  # bigger images get a finding
     datasets_dir: Path | None = None
 
     @field_validator("block_severity")
@@ -111,6 +120,17 @@ class Settings(BaseSettings):
         value = value.strip().lower()
         if value not in SEVERITIES:
             raise ValueError(f"must be one of {', '.join(SEVERITIES)}")
+        return value
+
+    @field_validator("finding_severity")
+    @classmethod
+    def _rule_severities(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            rule, _, severity = entry.partition("=")
+            if not rule.strip() or severity.strip().lower() not in SEVERITIES:
+                raise ValueError(
+                    f"{entry!r} is not RULE=SEVERITY (severity one of {', '.join(SEVERITIES)})"
+                )
         return value
 
     @model_validator(mode="after")

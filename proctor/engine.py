@@ -11,8 +11,8 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ ENGINE_TIMEOUT_SECONDS = 60
 WAIT_POLL_SECONDS = 0.2
 KILL_GRACE_SECONDS = 10
 LOG_DRAIN_SECONDS = 2
+SAVE_CHUNK_BYTES = 1024 * 1024
 ENGINE_LOG_FACTOR = 4
 ENGINE_LOG_SLACK_BYTES = 1024 * 1024
 
@@ -46,9 +47,17 @@ LogSink = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """An image's configuration as the engine reports it; what the checks read without
+    opening its layers."""
+
     id: str
     user: str
     size_bytes: int
+    env: tuple[str, ...] = ()  # "NAME=value"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    exposed_ports: tuple[str, ...] = ()  # "8080/tcp"
+    diff_ids: tuple[str, ...] = ()  # the layers, bottom first ("sha256:…")
+    history: tuple[str, ...] = ()  # each layer's `created_by`, bottom first
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,8 @@ class Executor(Protocol):
     ) -> str: ...
 
     def inspect_image(self, image_id: str) -> ImageInfo: ...
+
+    def save_image(self, image_id: str, destination: Path) -> None: ...
 
     def run(
         self,
@@ -264,12 +275,26 @@ class DockerEngine:
     def inspect_image(self, image_id: str) -> ImageInfo:
         with _engine_errors():
             image = self._client.images.get(image_id)
+            history = image.history()  # newest first
         config = image.attrs.get("Config") or {}
         return ImageInfo(
             id=str(image.id),
             user=str(config.get("User") or ""),
             size_bytes=int(image.attrs.get("Size") or 0),
+            env=tuple(str(e) for e in config.get("Env") or ()),
+            labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+            exposed_ports=tuple(sorted(str(p) for p in config.get("ExposedPorts") or {})),
+            diff_ids=tuple(str(d) for d in (image.attrs.get("RootFS") or {}).get("Layers") or ()),
+            history=tuple(str(h.get("CreatedBy") or "") for h in reversed(history)),
         )
+
+    def save_image(self, image_id: str, destination: Path) -> None:
+        """Write the image as `docker save` does (what scanners read)."""
+        with _engine_errors():
+            image = self._client.images.get(image_id)
+            with destination.open("wb") as out:
+                for chunk in image.save(chunk_size=SAVE_CHUNK_BYTES, named=False):
+                    out.write(chunk)
 
     def run(
         self,

@@ -160,3 +160,7 @@ class SandboxUnavailable(ProctorError):
 
 class ImageMissing(EngineError):
     """An image the build needs is not present on the engine."""
+
+
+class CheckError(ProctorError):
+    """A check of the built image could not complete."""

@@ -7,10 +7,11 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proctor import checks, db, exceptions, intake, jobs, perf, scratch, store
+from proctor import checks, db, exceptions, intake, jobs, perf, scanning, scratch, store
 from proctor.config import Settings
 from proctor.engine import Executor, ImageInfo
 from proctor.jobs import ErrorCode, Outcome, Status
@@ -110,13 +111,13 @@ class Pipeline:
         settings: Settings,
         executor: Executor,
         worker_id: str,
-        job_checks: tuple[checks.Check, ...] = checks.DEFAULT_CHECKS,
+        job_checks: Sequence[checks.Check] | None = None,
     ) -> None:
         self.settings = settings
         self.executor = executor
         self.worker_id = worker_id
-        self.checks = job_checks
-        self.block_severity = checks.parse_severity(settings.block_severity)
+        self.checks = scanning.configured_checks(settings) if job_checks is None else job_checks
+        self.policy = scanning.policy(settings)
 
     def execute(self, ticket: Ticket, control: Control) -> Outcome | None:
         """Run the attempt; None when it was interrupted without an outcome of its own."""
@@ -231,14 +232,21 @@ class Pipeline:
     ) -> ImageInfo:
         self._advance(job_id, Status.SCANNING, control)
         started = time.monotonic()
-        image = self.executor.inspect_image(image_id)
-        subject = checks.Subject(submission.dockerfile, image)
-        findings = checks.run_checks(self.checks, subject)
+        on_log("[proctor] checking the image\n")
+        image, findings = scanning.scan(
+            self.executor,
+            self.settings,
+            self.checks,
+            submission.dockerfile,
+            submission.base_images,
+            image_id,
+            lambda progress: on_log(f"[proctor] {progress}\n"),
+        )
         self._record(job_id, findings=[f.record() for f in findings])
         for finding in findings:
-            on_log(f"[proctor] {finding.severity.value}: {finding.rule}: {finding.message}\n")
+            on_log(f"[proctor] {checks.describe(finding.record())}\n")
         self._observe(Status.SCANNING, time.monotonic() - started)
-        blockers = checks.blocking(findings, self.block_severity)
+        blockers = self.policy.blocking(findings)
         if blockers:
             raise _Failed(ErrorCode.SCAN_REJECTED, checks.rejection_message(blockers))
         return image

@@ -98,17 +98,27 @@ def job_panel(job: Job) -> Panel:
 
 
 def findings_table(findings: Sequence[dict[str, Any]]) -> Table:
-    table = Table("severity", "rule", "line", "message", title="findings", expand=False)
+    table = Table("severity", "rule", "where", "message", title="findings", expand=False)
     for finding in findings:
         severity = str(finding.get("severity", ""))
-        line = finding.get("line")
+        if finding.get("accepted"):
+            severity += " (accepted)"
         table.add_row(
-            Text(severity, style=SEVERITY_STYLES.get(severity, "")),
+            Text(severity, style=SEVERITY_STYLES.get(str(finding.get("severity")), "")),
             Text(str(finding.get("rule", ""))),
-            Text("" if line is None else str(line)),
+            Text(_where(finding)),
             Text(str(finding.get("message", ""))),
         )
     return table
+
+
+def _where(finding: dict[str, Any]) -> str:
+    """The Dockerfile line, the file in the image, or the vulnerable package."""
+    if finding.get("line"):
+        return f"line {finding['line']}"
+    if finding.get("package"):
+        return f"{finding['package']} {finding.get('installed_version') or ''}".strip()
+    return str(finding.get("path") or "")
 
 
 def jobs_table(jobs: Sequence[Job]) -> Table:

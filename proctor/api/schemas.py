@@ -25,6 +25,12 @@ class FindingOut(BaseModel):
     severity: str
     message: str
     line: int | None = None
+    source: str | None = None  # the check: hadolint, image, trivy, grype
+    path: str | None = None  # the file in the image
+    package: str | None = None  # vulnerabilities: the package, its version, the fix
+    installed_version: str | None = None
+    fixed_version: str | None = None
+    accepted: bool = False  # an accepted risk (setting): kept, never blocks
 
 
 class JobLinks(BaseModel):

@@ -79,6 +79,11 @@ class Api:
         job: dict[str, Any] = response.json()
         return job
 
+    def logs(self, job_id: str) -> str:
+        response = self.get(f"/api/v1/jobs/{job_id}/logs")
+        assert response.status_code == 200, response.text
+        return str(response.text)
+
     def wait(
         self, job_id: str, statuses: set[str] = FINAL, timeout: float = WAIT_SECONDS
     ) -> dict[str, Any]:

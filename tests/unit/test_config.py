@@ -97,3 +97,28 @@ def test_settings_shown_masks_database_password(tmp_path: Path) -> None:
 
     assert "secret" not in shown["database_url"]
     assert shown["database_url"] == "postgresql+psycopg://u:***@db/proctor"
+
+
+def test_settings_finding_policy_from_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from proctor import scanning
+    from proctor.checks import Severity
+
+    monkeypatch.setenv("PROCTOR_FINDING_SEVERITY", "DL3008=medium, CVE-2024-*=low")
+    monkeypatch.setenv("PROCTOR_ACCEPTED_FINDINGS", "image.root_user")
+    monkeypatch.setenv("PROCTOR_BLOCK_SEVERITY", "critical")
+
+    policy = scanning.policy(Settings(home=tmp_path))
+
+    assert policy.block_severity is Severity.CRITICAL
+    assert policy.severity_overrides == {"DL3008": Severity.MEDIUM, "CVE-2024-*": Severity.LOW}
+    assert policy.accepted == ("image.root_user",)
+
+
+@pytest.mark.parametrize("entry", ["DL3008", "DL3008=urgent", "=high"])
+def test_settings_reject_finding_severity_that_is_not_rule_equals_severity(
+    tmp_path: Path, entry: str
+) -> None:
+    with pytest.raises(ValidationError, match="RULE=SEVERITY"):
+        Settings(home=tmp_path, finding_severity=[entry])

@@ -51,11 +51,43 @@ def finding(severity: Severity, rule: str = "r") -> Finding:
 def test_blocking_keeps_findings_at_or_above_threshold_worst_first() -> None:
     found = [finding(Severity.LOW), finding(Severity.CRITICAL, "c"), finding(Severity.HIGH, "h")]
 
-    blockers = checks.blocking(found, Severity.HIGH)
+    blockers = checks.Policy(Severity.HIGH).blocking(found)
 
     assert [f.rule for f in blockers] == ["c", "h"]
-    assert checks.blocking(found, Severity.CRITICAL)[0].rule == "c"
-    assert checks.blocking([finding(Severity.MEDIUM)], Severity.HIGH) == []
+    assert [f.rule for f in checks.Policy(Severity.CRITICAL).blocking(found)] == ["c"]
+    assert checks.Policy(Severity.HIGH).blocking([finding(Severity.MEDIUM)]) == []
+
+
+def test_policy_reranks_rules_by_glob_and_accepted_rules_never_block() -> None:
+    policy = checks.Policy(
+        Severity.HIGH,
+        severity_overrides={"DL30*": Severity.CRITICAL, "cve-2024-1": Severity.LOW},
+        accepted=("image.private_key",),
+    )
+    lint = policy.apply(finding(Severity.LOW, "DL3004"))
+    cve = policy.apply(finding(Severity.CRITICAL, "CVE-2024-1"))
+    key = policy.apply(finding(Severity.HIGH, "image.private_key"))
+
+    assert lint.severity is Severity.CRITICAL and not lint.accepted
+    assert cve.severity is Severity.LOW
+    assert key.accepted and key.record()["accepted"] is True
+    assert policy.blocking([lint, cve, key]) == [lint]
+
+
+def test_finding_record_has_the_contract_keys_and_only_meaningful_extras() -> None:
+    plain = finding(Severity.LOW).record()
+    vulnerable = Finding(
+        "CVE-1", Severity.HIGH, "m", source="trivy", package="openssl", installed_version="1"
+    ).record()
+
+    assert plain == {
+        "rule": "r",
+        "severity": "low",
+        "message": "low thing",
+        "line": None,
+        "source": "proctor",
+    }
+    assert vulnerable["package"] == "openssl" and "fixed_version" not in vulnerable
 
 
 def test_rejection_message_names_worst_findings() -> None:

@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from proctor import db, exceptions, jobs, store, submissions
+from proctor import checks, db, exceptions, jobs, store, submissions
 from proctor.api.deps import CurrentUser, SettingsDep
 from proctor.api.schemas import ErrorBody, JobOut, JobPage
 from proctor.config import Settings
@@ -196,9 +196,11 @@ async def job_logs(
     follow: bool = False,
 ) -> Response:
     """Build and run logs as text; `follow=true` streams them until the job is final."""
-    await run_in_threadpool(_job_out, settings, job_id, user)
+    job = await run_in_threadpool(_job_out, settings, job_id, user)
     if not follow:
         text = await run_in_threadpool(_logs_text, settings, job_id, stream)
+        if stream in (None, jobs.Stream.BUILD):
+            text = checks.log_header([f.model_dump() for f in job.findings]) + text
         return PlainTextResponse(text)
     return StreamingResponse(
         _follow(settings, job_id, stream), media_type="text/plain; charset=utf-8"
