@@ -104,3 +104,35 @@ def test_checks_policy_both_ways_block_severity_and_accepted_rules(
     assert accepted["status"] == "succeeded" and rules(accepted)["image.setuid"]["accepted"]
     assert lenient["status"] == "succeeded"
     assert rules(lenient)["image.setuid"]["severity"] == "high"
+
+
+def test_checks_every_other_finding_kind_from_one_real_image(
+    make_stack: StackFactory,
+) -> None:
+    """Labels, build args, credential files, setgid, exposed ports and size, each found
+    in a real image; none of them blocks at the default policy except the secrets."""
+    api = make_stack(max_image_bytes="1k", accepted_findings=["image.secret_*"])
+    extra = (
+        "LABEL deploy.password=hunter2-but-longer\n"
+        "ARG HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyzABCDEF\n"
+        "RUN echo building\n"
+        "COPY .env /opt/app/.env\n"
+        "RUN cp /bin/busybox /bin/groupie && chmod 2755 /bin/groupie\n"
+        "EXPOSE 8080\n"
+    )
+    context = tar_context(
+        {"Dockerfile": dockerfile(PERF_OK, extra=extra), ".env": "DB_PASSWORD=x\n"}
+    )
+
+    job = api.run(context)
+
+    assert job["status"] == "succeeded", (job["error"], job["findings"])
+    found = rules(job)
+    assert found["image.secret_label"]["severity"] == "high"
+    assert found["image.secret_label"]["accepted"] is True
+    assert found["image.secret_build_arg"]["severity"] == "critical"
+    assert found["image.credentials_file"]["path"] == "/opt/app/.env"
+    assert found["image.setgid"]["path"] == "/bin/groupie"
+    assert "8080/tcp" in found["image.exposed_port"]["message"]
+    assert found["image.size"]["severity"] == "medium"
+    assert "hunter2" not in str(job["findings"]) and "hf_abcdefghij" not in str(job["findings"])
