@@ -47,6 +47,7 @@ CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 SECRET_FIELDS = frozenset({"database_url"})
 SEVERITIES = ("low", "medium", "high", "critical")
+SCANNERS = ("trivy", "grype")  # external vulnerability scanners proctor knows
 
 
 class Settings(BaseSettings):
@@ -120,6 +121,14 @@ class Settings(BaseSettings):
         value = value.strip().lower()
         if value not in SEVERITIES:
             raise ValueError(f"must be one of {', '.join(SEVERITIES)}")
+        return value
+
+    @field_validator("scanners")
+    @classmethod
+    def _known_scanners(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in SCANNERS]
+        if unknown:
+            raise ValueError(f"unknown scanner(s) {', '.join(unknown)}: known are {SCANNERS}")
         return value
 
     @field_validator("finding_severity")

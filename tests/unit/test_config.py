@@ -122,3 +122,8 @@ def test_settings_reject_finding_severity_that_is_not_rule_equals_severity(
 ) -> None:
     with pytest.raises(ValidationError, match="RULE=SEVERITY"):
         Settings(home=tmp_path, finding_severity=[entry])
+
+
+def test_settings_reject_unknown_scanners(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="unknown scanner"):
+        Settings(home=tmp_path, scanners=["trivy", "clamav"])
