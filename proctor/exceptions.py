@@ -127,6 +127,12 @@ class ServiceUnavailable(ProctorError):
     code = "unavailable"
 
 
+class DatasetMisconfigured(ServiceUnavailable):
+    """A dataset's descriptor cannot be used: the operator must fix it."""
+
+    code = "dataset_unavailable"
+
+
 class InvalidConfiguration(ProctorError):
     """A setting is not usable."""
 

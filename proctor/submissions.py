@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from proctor import db, exceptions, intake, store
+from proctor import datasets, db, exceptions, intake, store
 from proctor.config import Settings
 from proctor.models import Job
 
-DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 NAME_MAX_CHARS = 200
 
 
@@ -64,10 +62,7 @@ def validate_timeout(settings: Settings, timeout: float | None) -> float:
 def validate_dataset(settings: Settings, dataset: str | None) -> str | None:
     if dataset is None or dataset == "":
         return None
-    assert settings.datasets_dir is not None
-    if not DATASET_NAME_RE.match(dataset) or not (settings.datasets_dir / dataset).is_dir():
-        raise exceptions.UnknownDataset(f"no dataset named {dataset!r} on this server")
-    return dataset
+    return datasets.get(settings, dataset).name
 
 
 def validate_name(name: str | None) -> str | None:

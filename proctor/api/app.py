@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proctor import __version__, exceptions
-from proctor.api.routes import health, jobs
+from proctor.api.routes import datasets, health, jobs
 from proctor.config import Settings
 from proctor.metrics import Metrics
 
@@ -79,6 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(jobs.router)
+    app.include_router(datasets.router)
     app.include_router(health.router)
 
     @app.middleware("http")

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from proctor import datasets, leaderboard
+from proctor.datasets import Direction
 from proctor.jobs import Status
 from proctor.models import Job
 
@@ -100,3 +102,56 @@ class JobPage(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class DatasetOut(BaseModel):
+    name: str
+    description: str
+    direction: Direction = Field(description="which way the leaderboard ranks `perf`")
+    files: int = Field(description="regular files in the dataset")
+    size_bytes: int
+
+    @classmethod
+    def of(cls, dataset: datasets.Dataset) -> DatasetOut:
+        return cls(
+            name=dataset.name,
+            description=dataset.description,
+            direction=dataset.direction,
+            files=dataset.files,
+            size_bytes=dataset.size_bytes,
+        )
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetOut]
+
+
+class ScoreOut(BaseModel):
+    user: str
+    job_id: str
+    performance: float
+    finished_at: dt.datetime
+
+
+class LeaderboardEntry(ScoreOut):
+    rank: int
+
+
+class LeaderboardOut(BaseModel):
+    dataset: str | None = Field(description="null: jobs submitted without a dataset")
+    direction: Direction
+    entries: list[LeaderboardEntry] = Field(description="each user's best job, best first")
+    history: list[ScoreOut] = Field(
+        description="every succeeded job's score, oldest first (the most recent ones)"
+    )
+
+    @classmethod
+    def of(cls, board: leaderboard.Board) -> LeaderboardOut:
+        return cls(
+            dataset=board.dataset,
+            direction=board.direction,
+            entries=[
+                LeaderboardEntry(rank=entry.rank, **vars(entry.score)) for entry in board.entries
+            ],
+            history=[ScoreOut(**vars(score)) for score in board.history],
+        )
