@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.text import Text
 
 from proctor import __version__, exceptions, jobs, render
 from proctor import client as api_client
@@ -403,21 +401,14 @@ def _read_submission(path: Path) -> tuple[bytes, str]:
 
 
 def _wait(client: Client, job: dict[str, Any]) -> dict[str, Any]:
-    """Wait for JOB to be final, showing a spinner, its state and the elapsed time."""
-    started = time.monotonic()
-    last_status = ""
+    """Wait for JOB to be final, showing its phase, the time spent and its latest logs."""
+    from proctor import progress
 
-    def show(current: dict[str, Any], reachable: bool) -> None:
-        nonlocal last_status
-        if current["status"] != last_status:
-            last_status = current["status"]
-            err.print(Text.assemble("  ", render.status_text(current["status"])))
-        note = "" if reachable else "  (server unreachable, retrying)"
-        spinner.update(f"{current['status']}  {time.monotonic() - started:.0f} s{note}")
+    def connect() -> Client:
+        return Client(client.base_url, client.token)
 
     try:
-        with err.status("") as spinner:
-            return client.wait(job, on_poll=show)
+        return progress.wait(err, client, job, connect)
     except KeyboardInterrupt:
         err.print(f"stopped waiting; the job goes on: proctor status {job['id']}", markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -446,13 +437,20 @@ def logs(
     stream: Annotated[
         jobs.Stream | None, typer.Option(help="Only this stream (default: both).")
     ] = None,
+    as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Print a job's build and run logs."""
     selected = stream.value if stream else None
+    if as_json and follow:
+        _fail("--json prints the logs as they are now; it cannot --follow")
 
     def show(client: Client) -> None:
+        if as_json:
+            wanted = [selected] if selected else [s.value for s in jobs.Stream]
+            _print_json({"job_id": job_id, **{name: client.logs(job_id, name) for name in wanted}})
+            return
         if not follow:
             text = client.logs(job_id, selected)
             # Logs of a run that printed no final newline would glue onto the shell prompt.
@@ -503,3 +501,30 @@ def list_jobs(
         _print_json(found)
     else:
         out.print(render.jobs_table(found))
+
+
+@app.command()
+def datasets(as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None) -> None:
+    """List the datasets a job may use (--dataset NAME): size and description, never content."""
+    found = _call(url, token, lambda client: client.datasets())
+    if as_json:
+        _print_json(found)
+    else:
+        out.print(render.datasets_table(found))
+
+
+@app.command()
+def leaderboard(
+    dataset: Annotated[
+        str | None, typer.Option(help="The dataset's board (default: jobs without one).")
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Show each user's best succeeded job, ranked by the dataset's metric direction."""
+    board = _call(url, token, lambda client: client.leaderboard(dataset))
+    if as_json:
+        _print_json(board)
+    else:
+        out.print(render.leaderboard_table(board))

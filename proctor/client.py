@@ -32,6 +32,8 @@ ERROR_BODY_EXCERPT_CHARS = 200
 ANY_ADDRESSES = frozenset({"0.0.0.0", "::", ""})
 LOCAL_ADDRESS = "127.0.0.1"
 JOBS_PATH = "/api/v1/jobs"
+DATASETS_PATH = "/api/v1/datasets"
+LEADERBOARD_PATH = "/api/v1/leaderboard"
 
 NO_TOKEN_HINT = (
     "run `proctor up` (it saves an admin token), or `proctor user add NAME`, "
@@ -270,6 +272,16 @@ class Client:
                 if not exc.transient or time.monotonic() - outage_since > outage_seconds:
                     raise
         return job
+
+    # --- datasets and the leaderboard ---------------------------------------------------
+
+    def datasets(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = _json_object(self._request("GET", DATASETS_PATH))["items"]
+        return items
+
+    def leaderboard(self, dataset: str | None = None) -> dict[str, Any]:
+        params = {"dataset": dataset} if dataset else {}
+        return _json_object(self._request("GET", LEADERBOARD_PATH, params=params))
 
     def ready(self) -> bool:
         """Whether the server answers /readyz with 200 (database and engine reachable)."""

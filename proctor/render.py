@@ -7,6 +7,7 @@ break the output.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,9 @@ SEVERITY_STYLES = {"low": "dim", "medium": "yellow", "high": "red", "critical": 
 SCORE_FORMAT = ".6g"
 CREATED_CHARS = 19  # "YYYY-MM-DD HH:MM:SS" of an RFC 3339 timestamp
 ENV_PREFIX = "PROCTOR_"
+MINUTE_SECONDS = 60
+BINARY_STEP = 1024
+SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 Job = dict[str, Any]
 
@@ -124,8 +128,9 @@ def _where(finding: dict[str, Any]) -> str:
 def jobs_table(jobs: Sequence[Job]) -> Table:
     table = Table(expand=False)
     table.add_column("id", no_wrap=True)
-    for header in ("name", "status", "performance", "error"):
+    for header in ("name", "status", "performance", "error", "dataset"):
         table.add_column(header)
+    table.add_column("took", justify="right", no_wrap=True)
     table.add_column("created", no_wrap=True)
     for job in jobs:
         table.add_row(
@@ -134,11 +139,79 @@ def jobs_table(jobs: Sequence[Job]) -> Table:
             status_text(job["status"]),
             Text(score(job)),
             Text((job.get("error") or {}).get("code", "")),
-            Text((job.get("created_at") or "")[:CREATED_CHARS].replace("T", " ")),
+            Text(job.get("dataset") or ""),
+            Text(_took(job)),
+            Text(timestamp(job.get("created_at"))),
         )
     if not jobs:
         table.caption = "no jobs"
     return table
+
+
+def timestamp(value: str | None) -> str:
+    """`YYYY-MM-DD HH:MM:SS` of an RFC 3339 time, or nothing."""
+    return (value or "")[:CREATED_CHARS].replace("T", " ")
+
+
+def duration(seconds: float) -> str:
+    """`4.2 s`, `3m 05s`, `2h 03m`: short and steady-width enough for a table."""
+    if seconds < MINUTE_SECONDS:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), MINUTE_SECONDS)
+    if minutes < MINUTE_SECONDS:
+        return f"{minutes}m {rest:02d}s"
+    hours, minutes = divmod(minutes, MINUTE_SECONDS)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _took(job: Job) -> str:
+    started, finished = job.get("started_at"), job.get("finished_at")
+    if not started or not finished:
+        return ""
+    elapsed = dt.datetime.fromisoformat(finished) - dt.datetime.fromisoformat(started)
+    return duration(elapsed.total_seconds())
+
+
+def datasets_table(datasets: Sequence[dict[str, Any]]) -> Table:
+    table = Table("name", "ranks", "files", "size", "description", expand=False)
+    for dataset in datasets:
+        table.add_row(
+            Text(dataset["name"]),
+            Text(f"{dataset['direction']} first"),
+            Text(str(dataset["files"]), justify="right"),
+            Text(size(dataset["size_bytes"]), justify="right"),
+            Text(dataset.get("description") or ""),
+        )
+    if not datasets:
+        table.caption = "no datasets: an operator adds them under PROCTOR_DATASETS_DIR"
+    return table
+
+
+def leaderboard_table(board: dict[str, Any]) -> Table:
+    title = f"leaderboard: {board.get('dataset') or 'jobs without a dataset'}"
+    table = Table("rank", "user", "performance", "job", "finished", title=title, expand=False)
+    for entry in board["entries"]:
+        table.add_row(
+            Text(str(entry["rank"]), justify="right"),
+            Text(entry["user"]),
+            Text(format(entry["performance"], SCORE_FORMAT), style="bold"),
+            Text(entry["job_id"]),
+            Text(timestamp(entry.get("finished_at"))),
+        )
+    table.caption = (
+        f"{board['direction']} is better" if board["entries"] else "no succeeded jobs yet"
+    )
+    return table
+
+
+def size(count: int) -> str:
+    """Bytes for people: 512 B, 1.5 KiB, 20.0 MiB."""
+    value = float(count)
+    for unit in SIZE_UNITS:
+        if value < BINARY_STEP or unit == SIZE_UNITS[-1]:
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= BINARY_STEP
+    raise AssertionError("unreachable")
 
 
 def settings_table(values: dict[str, Any]) -> Table:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up proctor on this machine, start the server and a worker on the embedded default
-# (SQLite under ./.proctor), submit the example model and print its score.
+# (SQLite under ./.proctor), install the example dataset, submit the example model that
+# trains on it and print its score.
 # proctor keeps running afterwards; the script says how to stop it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,12 +40,22 @@ else
     ready "$url" || { say "proctor did not become ready; see $PROCTOR_HOME/up.log"; exit 1; }
 fi
 
-example="${1:-examples/numpy-model}"
-say "submitting $example"
-.venv/bin/proctor submit "$example" --name quickstart --wait
+datasets_dir="${PROCTOR_DATASETS_DIR:-$PROCTOR_HOME/datasets}"
+if [ ! -d "$datasets_dir/breast-cancer" ]; then
+    say "installing the example dataset in $datasets_dir/breast-cancer"
+    mkdir -p "$datasets_dir"
+    cp -r examples/datasets/breast-cancer "$datasets_dir/"
+fi
+
+if [ $# -eq 0 ]; then
+    set -- examples/breast-cancer-model --dataset breast-cancer
+fi
+say "submitting $*"
+.venv/bin/proctor submit "$@" --name quickstart --wait
 
 cat >&2 <<MSG
 proctor: proctor is running at $url (API docs: $url/docs).
-proctor: try: .venv/bin/proctor list    or    .venv/bin/proctor submit examples/busybox --wait
+proctor: try: .venv/bin/proctor list    .venv/bin/proctor leaderboard --dataset breast-cancer
+proctor:      .venv/bin/proctor submit examples/busybox --wait
 proctor: stop it with: kill \$(cat $PROCTOR_HOME/up.pid)
 MSG

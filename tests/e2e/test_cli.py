@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import STOP_SECONDS, Service
+from .conftest import ROOT, STOP_SECONDS, Service
 
 pytestmark = pytest.mark.docker
 
@@ -93,6 +94,34 @@ def test_cli_numpy_model_scores_itself(service: Service) -> None:
     assert job["status"] == "succeeded"
     assert 0.7 < job["performance"] <= 1.0
     assert set(job["metrics"]) == {"log_loss", "train_seconds"}
+
+
+def test_cli_dataset_model_scores_and_tops_the_leaderboard(service: Service) -> None:
+    shutil.copytree(
+        ROOT / "examples" / "datasets" / "breast-cancer",
+        service.home / "datasets" / "breast-cancer",
+    )
+
+    listed = json.loads(service.cli("datasets", "--json").stdout)
+    table = service.cli("datasets").stdout
+    result = service.cli(
+        "submit", "examples/breast-cancer-model", "--dataset", "breast-cancer", "--wait"
+    )
+    board = json.loads(service.cli("leaderboard", "--dataset", "breast-cancer", "--json").stdout)
+    board_table = service.cli("leaderboard", "--dataset", "breast-cancer").stdout
+    logs = json.loads(service.cli("logs", board["entries"][0]["job_id"], "--json").stdout)
+
+    assert [(d["name"], d["files"], d["direction"]) for d in listed] == [
+        ("breast-cancer", 2, "higher")
+    ]
+    assert "breast-cancer" in table and "higher first" in table
+    assert result.returncode == 0, result.stderr
+    assert "performance 0.9" in result.stdout and "auc" in result.stdout
+    job_id = result.stdout.split()[1]
+    assert [(e["rank"], e["user"], e["job_id"]) for e in board["entries"]] == [(1, "admin", job_id)]
+    assert "admin" in board_table and job_id in board_table
+    assert set(logs) == {"job_id", "build", "run"}
+    assert "test accuracy" in logs["run"] and "Successfully built" in logs["build"]
 
 
 def test_cli_failed_job_exits_1_with_reason(service: Service, tmp_path: Path) -> None:
