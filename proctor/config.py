@@ -115,6 +115,20 @@ class Settings(BaseSettings):
     max_image_bytes: ByteSize = parse_size("10g")  # bigger images get a finding
     datasets_dir: Path | None = None
 
+    # Ed25519 key that signs result records; every API and worker host needs the same file.
+    signing_key: Path | None = None
+    # Webhooks: hosts a callback URL may name (globs), the per-attempt HTTP timeout, the
+    # first retry delay (doubling after each failure, up to the max), and when to give up.
+    webhook_allowed_hosts: CsvList = ["*"]
+    webhook_timeout: float = Field(10, gt=0)
+    webhook_retry_initial: float = Field(5, gt=0)
+    webhook_retry_max: float = Field(900, gt=0)
+    webhook_give_up_after: float = Field(6 * 3600, gt=0)
+    webhook_poll_interval: float = Field(1.0, gt=0)
+    # Batch submissions: entries per request and bytes of all their files together.
+    batch_max_jobs: int = Field(20, ge=1)
+    batch_max_bytes: ByteSize = parse_size("128m")
+
     @field_validator("block_severity")
     @classmethod
     def _known_severity(cls, value: str) -> str:
@@ -149,6 +163,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.home / 'proctor.db'}"
         if self.datasets_dir is None:
             self.datasets_dir = self.home / "datasets"
+        if self.signing_key is None:
+            self.signing_key = self.home / "signing-key.pem"
         if self.run_timeout > self.run_timeout_max:
             raise ValueError("run_timeout must not exceed run_timeout_max")
         return self

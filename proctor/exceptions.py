@@ -170,3 +170,19 @@ class ImageMissing(EngineError):
 
 class CheckError(ProctorError):
     """A check of the built image could not complete."""
+
+
+# --- Signed results --------------------------------------------------------------------
+
+
+class InvalidSignature(ProctorError):
+    """The result record does not verify against the public key."""
+
+    status_code = 422
+    code = "invalid_signature"
+
+
+class NoResult(Conflict):
+    """The job has no signed result: it has not succeeded."""
+
+    code = "no_result"

@@ -68,6 +68,9 @@ class User(Base):
     # sha256 of the bearer token: tokens are 256-bit random, so a fast hash suffices.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Key of the HMAC that signs this user's webhooks; kept in clear, since proctor must
+    # compute the HMAC. None for users created before webhooks existed, until rotated.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -95,6 +98,11 @@ class Job(Base):
     # When each phase began, by status name: the job's timeline.
     timeline: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Where to POST the job once it is final (webhook), if anywhere.
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    # The signed result record of a succeeded job (see proctor.results).
+    result_record: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result_signature: Mapped[str | None] = mapped_column(String(200))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -143,3 +151,24 @@ class PhaseHistogram(Base):
     # Upper bound of the bucket as Prometheus writes it ("0.5", "+Inf"), or "sum".
     bucket: Mapped[str] = mapped_column(String(16), primary_key=True)
     value: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class WebhookDelivery(Base):
+    """The webhook of one final job: due, delivered or given up, with its attempts."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    event: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the next attempt is due; pushed ahead while an attempt is in flight.
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_webhook_deliveries_state_due", "state", "next_attempt_at"),)

@@ -24,7 +24,15 @@ from sqlalchemy.orm import Session, aliased
 
 from proctor import exceptions, jobs
 from proctor.jobs import ErrorCode, Outcome, Status
-from proctor.models import Job, JobContext, LogChunk, PhaseHistogram, User, utcnow
+from proctor.models import (
+    Job,
+    JobContext,
+    LogChunk,
+    PhaseHistogram,
+    User,
+    WebhookDelivery,
+    utcnow,
+)
 
 QUEUE_CHANNEL = "proctor_jobs"  # PostgreSQL NOTIFY channel: a job entered the queue
 LIST_LIMIT_DEFAULT = 50
@@ -58,6 +66,7 @@ class NewJob:
     name: str | None = None
     dataset: str | None = None
     gpus: int | None = None
+    callback_url: str | None = None
 
 
 def create_job(session: Session, new: NewJob) -> Job:
@@ -70,6 +79,7 @@ def create_job(session: Session, new: NewJob) -> Job:
         dataset=new.dataset,
         timeout=new.timeout,
         gpus=new.gpus,
+        callback_url=new.callback_url,
         context_size=len(new.context),
         findings=[],
         timeline={Status.QUEUED.value: now.isoformat()},
@@ -207,6 +217,7 @@ def request_cancel(session: Session, job_id: str, viewer: User) -> Job:
             raise exceptions.Conflict(f"job {job_id} is already {job.status}")
     else:
         _stamp(session, job_id, Status.CANCELLED, now)
+        enqueue_callbacks(session, [job_id])
     session.refresh(job)
     return job
 
@@ -324,6 +335,7 @@ def finish(session: Session, job_id: str, worker_id: str, outcome: Outcome) -> b
     if _rowcount(result) == 0:
         return False
     _stamp(session, job_id, outcome.status, now)
+    enqueue_callbacks(session, [job_id])
     return True
 
 
@@ -386,29 +398,43 @@ def release_expired(session: Session, max_attempts: int) -> int:
     """
     now = utcnow()
     expired = (Job.status.in_(_ACTIVE), Job.lease_expires_at < now)
-    cancelled = session.execute(
-        update(Job)
-        .where(*expired, Job.cancel_requested)
-        .values(
-            status=Status.CANCELLED.value,
-            error_code=ErrorCode.CANCELLED.value,
-            error_message="cancelled while its worker was unreachable",
-            finished_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
+    cancelled = (
+        session.execute(
+            update(Job)
+            .where(*expired, Job.cancel_requested)
+            .values(
+                status=Status.CANCELLED.value,
+                error_code=ErrorCode.CANCELLED.value,
+                error_message="cancelled while its worker was unreachable",
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
         )
+        .scalars()
+        .all()
     )
-    lost = session.execute(
-        update(Job)
-        .where(*expired, Job.attempts >= max_attempts)
-        .values(
-            status=Status.FAILED.value,
-            error_code=ErrorCode.LOST.value,
-            error_message=(f"the workers running this job stopped responding {max_attempts} times"),
-            finished_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
+    lost = (
+        session.execute(
+            update(Job)
+            .where(*expired, Job.attempts >= max_attempts)
+            .values(
+                status=Status.FAILED.value,
+                error_code=ErrorCode.LOST.value,
+                error_message=(
+                    f"the workers running this job stopped responding {max_attempts} times"
+                ),
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
         )
+        .scalars()
+        .all()
     )
     requeued = session.execute(
         update(Job)
@@ -417,7 +443,45 @@ def release_expired(session: Session, max_attempts: int) -> int:
     )
     if _rowcount(requeued):
         notify_queued(session)
-    return _rowcount(cancelled) + _rowcount(lost) + _rowcount(requeued)
+    enqueue_callbacks(session, [*cancelled, *lost])
+    return len(cancelled) + len(lost) + _rowcount(requeued)
+
+
+# --- webhooks ------------------------------------------------------------------------
+
+DELIVERY_PENDING = "pending"  # due at next_attempt_at (see proctor.webhooks)
+
+
+def enqueue_callbacks(session: Session, job_ids: Sequence[str]) -> None:
+    """Queue the webhook of each of these jobs that asked for one; they just became final."""
+    if not job_ids:
+        return
+    now = utcnow()
+    rows = session.execute(
+        select(Job.id, Job.status).where(Job.id.in_(job_ids), Job.callback_url.is_not(None))
+    ).all()
+    for job_id, status in rows:
+        session.add(
+            WebhookDelivery(
+                id=secrets.token_hex(16),
+                job_id=job_id,
+                event=f"job.{status}",
+                state=DELIVERY_PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    session.flush()
+
+
+def deliveries(session: Session, job_ids: Iterable[str]) -> dict[str, WebhookDelivery]:
+    """The webhook delivery of each of these jobs that has one, by job id."""
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id.in_(ids)))
+    return {row.job_id: row for row in rows}
 
 
 def append_log(session: Session, job_id: str, stream: jobs.Stream, data: str) -> None:

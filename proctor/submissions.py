@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proctor import datasets, db, exceptions, intake, store
+from proctor import datasets, db, exceptions, intake, store, webhooks
 from proctor.config import Settings
-from proctor.models import Job
+from proctor.models import Job, User
 
 NAME_MAX_CHARS = 200
 
@@ -20,6 +20,7 @@ class Request:
     dataset: str | None = None
     timeout: float | None = None
     gpus: str | None = None
+    callback_url: str | None = None
 
 
 ALL_GPUS = -1
@@ -79,6 +80,7 @@ def submit(settings: Settings, owner_id: int, request: Request) -> Job:
     dataset = validate_dataset(settings, request.dataset)
     name = validate_name(request.name)
     gpus = validate_gpus(settings, request.gpus)
+    callback_url = webhooks.validate_callback_url(settings, request.callback_url)
     submission = intake.read_submission(request.data, intake.IntakeLimits.from_settings(settings))
     with db.session_scope(settings) as session:
         cap = settings.max_queued_per_user
@@ -86,6 +88,11 @@ def submit(settings: Settings, owner_id: int, request: Request) -> Job:
             raise exceptions.QuotaExceeded(
                 f"you have {cap} jobs waiting, the most this server queues per user; "
                 "submit again when some have started"
+            )
+        if callback_url and not session.get_one(User, owner_id).webhook_secret:
+            raise exceptions.InvalidParameter(
+                "callback_url: you have no webhook secret to sign callbacks with yet; "
+                "create one with `proctor webhook-secret rotate`"
             )
         return store.create_job(
             session,
@@ -96,5 +103,6 @@ def submit(settings: Settings, owner_id: int, request: Request) -> Job:
                 name=name,
                 dataset=dataset,
                 gpus=gpus,
+                callback_url=callback_url,
             ),
         )

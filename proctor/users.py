@@ -16,6 +16,7 @@ from proctor.models import User
 
 TOKEN_BYTES = 32
 TOKEN_PREFIX = "pct_"
+WEBHOOK_SECRET_PREFIX = "whsec_"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -25,6 +26,16 @@ def hash_token(token: str) -> str:
 
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def new_webhook_secret() -> str:
+    return WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def webhook_secret(settings: Settings, name: str) -> str | None:
+    """The user's webhook secret (for `proctor user add` to show once)."""
+    with db.session_scope(settings) as session:
+        return find_user(session, name).webhook_secret
 
 
 def _check_name(name: str) -> None:
@@ -40,7 +51,14 @@ def add_user(settings: Settings, name: str, *, admin: bool) -> str:
     token = new_token()
     try:
         with db.session_scope(settings) as session:
-            session.add(User(name=name, token_hash=hash_token(token), is_admin=admin))
+            session.add(
+                User(
+                    name=name,
+                    token_hash=hash_token(token),
+                    is_admin=admin,
+                    webhook_secret=new_webhook_secret(),
+                )
+            )
     except IntegrityError as exc:
         raise exceptions.Conflict(f"a user named {name!r} already exists") from exc
     return token
@@ -53,7 +71,14 @@ def issue_token(settings: Settings, name: str, *, admin: bool) -> str:
     with db.session_scope(settings) as session:
         user = session.scalars(select(User).where(User.name == name)).one_or_none()
         if user is None:
-            session.add(User(name=name, token_hash=hash_token(token), is_admin=admin))
+            session.add(
+                User(
+                    name=name,
+                    token_hash=hash_token(token),
+                    is_admin=admin,
+                    webhook_secret=new_webhook_secret(),
+                )
+            )
         else:
             user.token_hash = hash_token(token)
             user.is_admin = user.is_admin or admin

@@ -22,10 +22,11 @@ from types import FrameType
 import psycopg
 from sqlalchemy.engine import make_url
 
-from proctor import db, exceptions, store
+from proctor import datasets, db, exceptions, results, store, webhooks
+from proctor.api.schemas import webhook_body
 from proctor.config import Settings
 from proctor.engine import DockerEngine, Executor
-from proctor.jobs import ErrorCode, Outcome
+from proctor.jobs import ErrorCode, Outcome, Status
 from proctor.pipeline import Control, Pipeline, StopReason, Ticket
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._slots: list[threading.Thread] = []
         self._wakeup = threading.Event()
+        self._webhooks = webhooks.Dispatcher(settings, webhook_body)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -64,12 +66,14 @@ class Worker:
         """Clear what dead workers left on this engine, then start the slots and the
         supervisor; returns at once."""
         self.sweep_orphans()
+        results.signing_key(self.settings)  # created now if this deployment has none yet
         for slot in range(self.settings.worker_concurrency):
             thread = threading.Thread(target=self._slot, name=f"slot-{slot}", daemon=True)
             self._slots.append(thread)
         self._threads = [
             *self._slots,
             threading.Thread(target=self._supervise, name="supervisor", daemon=True),
+            self._webhooks.thread,
         ]
         if make_url(self.settings.database_url).get_backend_name() == "postgresql":
             threading.Thread(target=self._listen, name="listener", daemon=True).start()
@@ -86,6 +90,7 @@ class Worker:
         log.info("worker %s stopping; running jobs get %g s to finish", self.id, drain)
         self._stopping.set()
         self._wakeup.set()
+        self._webhooks.stop()
         timer = threading.Timer(drain, self._interrupt_all)
         timer.daemon = True
         timer.start()
@@ -197,22 +202,37 @@ class Worker:
         finally:
             with self._active_lock:
                 self._active.pop(job_id, None)
-        self._settle(job_id, outcome, control)
+        self._settle(job_id, outcome, control, ticket.dataset)
         if outcome is not None and outcome.error and outcome.error.code is ErrorCode.INTERNAL:
             # Whatever broke may break the next job too: give it a moment.
             self._stopping.wait(ENGINE_FAILURE_BACKOFF_SECONDS)
         return True
 
-    def _settle(self, job_id: str, outcome: Outcome | None, control: Control) -> None:
+    def _settle(
+        self, job_id: str, outcome: Outcome | None, control: Control, dataset: str | None
+    ) -> None:
+        succeeded = outcome is not None and outcome.status is Status.SUCCEEDED
+        dataset_hash = self._dataset_hash(dataset) if succeeded and dataset else None
         with db.session_scope(self.settings) as session:
             if outcome is not None:
                 if store.finish(session, job_id, self.id, outcome):
+                    # Signed by the worker that saw the result, in the same transaction.
+                    results.sign_job(session, self.settings, job_id, dataset_hash)
                     log.info("job %s: %s %s", job_id, outcome.status, outcome.error or "")
                 else:
                     log.warning("job %s: lease lost before its outcome was stored", job_id)
             elif control.reason is StopReason.SHUTDOWN:
                 store.give_back(session, job_id, self.id)
                 log.info("job %s: returned to the queue", job_id)
+
+    def _dataset_hash(self, name: str) -> str | None:
+        """The content hash of the dataset as it was mounted (read-only) for the run."""
+        assert self.settings.datasets_dir is not None
+        try:
+            return datasets.content_hash(self.settings.datasets_dir / name)
+        except OSError as exc:
+            log.warning("dataset %s: cannot hash it for the result record: %s", name, exc)
+            return None
 
     # --- supervisor ---------------------------------------------------------------------
 

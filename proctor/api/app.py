@@ -11,8 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from proctor import __version__, exceptions
+from proctor import __version__, exceptions, results
 from proctor.api.routes import datasets, health, jobs
+from proctor.api.routes import results as results_routes
 from proctor.config import Settings
 from proctor.metrics import Metrics
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Evaluate untrusted ML submissions in a locked-down sandbox.",
     )
     app.state.settings = settings
+    results.signing_key(settings)  # created on first start if this deployment has none
     app.state.metrics = Metrics(settings)
     app.add_exception_handler(exceptions.ProctorError, _proctor_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -80,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(jobs.router)
     app.include_router(datasets.router)
+    app.include_router(results_routes.router)
     app.include_router(health.router)
 
     @app.middleware("http")

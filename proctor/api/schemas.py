@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 from proctor import datasets, leaderboard
 from proctor.datasets import Direction
 from proctor.jobs import Status
-from proctor.models import Job
+from proctor.models import Job, WebhookDelivery
+from proctor.webhooks import DeliveryState
 
 
 class ErrorDetail(BaseModel):
@@ -40,6 +41,28 @@ class JobLinks(BaseModel):
     logs: str
 
 
+class CallbackOut(BaseModel):
+    url: str
+    state: DeliveryState
+    attempts: int = Field(description="delivery attempts so far")
+    last_error: str | None = Field(description="why the last attempt failed")
+    delivered_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, url: str, delivery: WebhookDelivery | None) -> CallbackOut:
+        if delivery is None:
+            return cls(
+                url=url, state=DeliveryState.WAITING, attempts=0, last_error=None, delivered_at=None
+            )
+        return cls(
+            url=url,
+            state=DeliveryState(delivery.state),
+            attempts=delivery.attempts,
+            last_error=delivery.last_error,
+            delivered_at=delivery.delivered_at,
+        )
+
+
 class JobOut(BaseModel):
     id: str
     name: str | None
@@ -57,13 +80,18 @@ class JobOut(BaseModel):
     attempts: int
     sandbox: dict[str, Any] | None
     timeline: dict[str, str] = Field(description="when the job entered each state (RFC 3339)")
+    callback: CallbackOut | None = Field(
+        None, description="the webhook called when the job is final, and how its delivery went"
+    )
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     links: JobLinks
 
     @classmethod
-    def of(cls, job: Job, owner: str | None = None) -> JobOut:
+    def of(
+        cls, job: Job, owner: str | None = None, delivery: WebhookDelivery | None = None
+    ) -> JobOut:
         base = f"/api/v1/jobs/{job.id}"
         error = (
             ErrorDetail(code=job.error_code, message=job.error_message or "")
@@ -87,11 +115,44 @@ class JobOut(BaseModel):
             attempts=job.attempts,
             sandbox=job.sandbox,
             timeline=job.timeline or {},
+            callback=CallbackOut.of(job.callback_url, delivery) if job.callback_url else None,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
             links=JobLinks(self=base, logs=f"{base}/logs"),
         )
+
+
+def webhook_body(job: Job, owner: str | None, delivery: WebhookDelivery | None) -> bytes:
+    """A webhook's body: the job JSON exactly as the API returns it."""
+    return JobOut.of(job, owner, delivery).model_dump_json().encode()
+
+
+class SignedResult(BaseModel):
+    record: dict[str, Any] = Field(description="what proctor vouches for (see docs/results.md)")
+    signature: str = Field(description="base64 Ed25519 signature of the canonical record")
+    key_id: str | None = Field(description="fingerprint of the key that signed it")
+
+
+class SigningKeyOut(BaseModel):
+    algorithm: str
+    key_id: str = Field(description="first 32 hex digits of the SHA-256 of the raw key")
+    public_key_pem: str
+    public_key_raw: str = Field(description="the 32-byte raw key, base64")
+
+
+class WebhookSecretOut(BaseModel):
+    webhook_secret: str = Field(description="the new secret; shown once")
+
+
+class BatchItem(BaseModel):
+    index: int = Field(description="position of the entry in the request")
+    job: JobOut | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchOut(BaseModel):
+    items: list[BatchItem] = Field(description="one per entry, in the order sent")
 
 
 class JobPage(BaseModel):

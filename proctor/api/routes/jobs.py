@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from proctor import checks, db, exceptions, jobs, store, submissions
+from proctor import checks, db, exceptions, jobs, results, store, submissions
 from proctor.api.deps import CurrentUser, SettingsDep
-from proctor.api.schemas import ErrorBody, JobOut, JobPage
+from proctor.api.schemas import (
+    BatchItem,
+    BatchOut,
+    ErrorBody,
+    ErrorDetail,
+    JobOut,
+    JobPage,
+    SignedResult,
+)
 from proctor.config import Settings
 from proctor.models import Job, User
 
@@ -40,7 +49,8 @@ def _job_out(settings: Settings, job_id: str, viewer: User) -> JobOut:
     with db.session_scope(settings) as session:
         job = store.get_job(session, job_id, viewer)
         names = store.owner_names(session, [job.owner_id])
-        return JobOut.of(job, names.get(job.owner_id))
+        delivery = store.deliveries(session, [job.id]).get(job.id)
+        return JobOut.of(job, names.get(job.owner_id), delivery)
 
 
 async def _read_upload(request: Request, settings: Settings) -> submissions.Request:
@@ -66,6 +76,7 @@ async def _read_upload(request: Request, settings: Settings) -> submissions.Requ
             dataset=params.get("dataset"),
             timeout=_timeout(params.get("timeout")),
             gpus=params.get("gpus"),
+            callback_url=params.get("callback_url"),
         )
     raise exceptions.UnsupportedUpload(
         f"content type {content_type!r} is not accepted: send multipart/form-data with a "
@@ -90,15 +101,13 @@ async def _read_form(request: Request, limit: int) -> submissions.Request:
             value = form.get(key)
             return value if isinstance(value, str) else None
 
-        if text("callback_url"):
-            raise exceptions.InvalidParameter("callback_url: webhooks are not available yet")
-
         return submissions.Request(
             data=data,
             name=text("name"),
             dataset=text("dataset"),
             timeout=_timeout(text("timeout")),
             gpus=text("gpus"),
+            callback_url=text("callback_url"),
         )
     finally:
         await form.close()
@@ -131,6 +140,10 @@ def _timeout(value: str | None) -> float | None:
                             "timeout": {"type": "number"},
                             "name": {"type": "string"},
                             "gpus": {"type": "string", "description": "a count, or all"},
+                            "callback_url": {
+                                "type": "string",
+                                "description": "POSTed the job JSON, signed, once it is final",
+                            },
                         },
                     }
                 },
@@ -149,6 +162,145 @@ async def submit_job(
     return JobOut.of(job, user.name)
 
 
+BATCH_ENTRY_FIELDS = ("name", "dataset", "timeout", "callback_url", "gpus")
+BATCH_SCHEMA = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "one part per job, each a Dockerfile or a .tar/.tar.gz context",
+        },
+        "entries": {
+            "type": "string",
+            "description": (
+                "optional JSON array, one object per file in the same order, with any of "
+                "name, dataset, timeout, callback_url, gpus; "
+                'e.g. [{"name": "a", "dataset": "d"}, {}]'
+            ),
+        },
+    },
+}
+
+
+@router.post(
+    "/batch",
+    response_model=BatchOut,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": BATCH_SCHEMA}},
+        }
+    },
+)
+async def submit_batch(request: Request, user: CurrentUser, settings: SettingsDep) -> BatchOut:
+    """Submit several jobs at once; each entry gets its job or its own error, in order."""
+    entries = await _read_batch(request, settings)
+    items = []
+    for index, entry in enumerate(entries):
+        try:
+            if isinstance(entry, exceptions.ProctorError):
+                raise entry
+            job = await run_in_threadpool(submissions.submit, settings, user.id, entry)
+            items.append(BatchItem(index=index, job=JobOut.of(job, user.name)))
+        except exceptions.SubmissionError as exc:
+            items.append(
+                BatchItem(index=index, error=ErrorDetail(code=exc.code, message=exc.message))
+            )
+    return BatchOut(items=items)
+
+
+async def _read_batch(
+    request: Request, settings: Settings
+) -> list[submissions.Request | exceptions.SubmissionError]:
+    """The entries of a batch, each a request or the error that makes it unusable."""
+    total_cap, count_cap = settings.batch_max_bytes, settings.batch_max_jobs
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > total_cap + MULTIPART_OVERHEAD_BYTES:
+        raise exceptions.UploadTooLarge(
+            f"the batch is {declared} bytes, over the {total_cap}-byte limit"
+        )
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "multipart/form-data":
+        raise exceptions.UnsupportedUpload(
+            "a batch is multipart/form-data: one 'file' part per job, and an optional "
+            "'entries' JSON array"
+        )
+    try:
+        form = await request.form(
+            max_files=count_cap + 1, max_fields=8, max_part_size=FORM_FIELD_MAX_BYTES
+        )
+    except Exception as exc:  # python-multipart raises several unrelated types
+        raise exceptions.UnreadableUpload(f"the multipart body cannot be read: {exc}") from exc
+    try:
+        uploads = [part for part in form.getlist("file") if isinstance(part, UploadFile)]
+        if not uploads:
+            raise exceptions.UnreadableUpload("the batch has no file part named 'file'")
+        if len(uploads) > count_cap:
+            raise exceptions.InvalidParameter(
+                f"the batch has more than {count_cap} entries, the most this server takes"
+            )
+        options = _batch_options(form.get("entries"), len(uploads))
+        found: list[submissions.Request | exceptions.SubmissionError] = []
+        total = 0
+        for upload, option in zip(uploads, options, strict=True):
+            data = await upload.read(settings.max_upload_bytes + 1)
+            total += len(data)
+            if total > total_cap:
+                raise exceptions.UploadTooLarge(f"the batch is over the {total_cap}-byte limit")
+            if isinstance(option, exceptions.SubmissionError):
+                found.append(option)
+            elif len(data) > settings.max_upload_bytes:
+                found.append(
+                    exceptions.UploadTooLarge(
+                        f"the upload is over the {settings.max_upload_bytes}-byte limit"
+                    )
+                )
+            else:
+                found.append(submissions.Request(data=data, **option))
+        return found
+    finally:
+        await form.close()
+
+
+def _batch_options(raw: object, count: int) -> list[dict[str, Any] | exceptions.SubmissionError]:
+    """Each entry's fields from the `entries` JSON array, or the error of a bad entry."""
+    if raw is None or raw == "":
+        return [{} for _ in range(count)]
+    try:
+        values = json.loads(str(raw))
+    except ValueError as exc:
+        raise exceptions.InvalidParameter(f"entries is not JSON: {exc}") from exc
+    if not isinstance(values, list) or len(values) != count:
+        raise exceptions.InvalidParameter(
+            f"entries must be a JSON array with one object per file ({count})"
+        )
+    options: list[dict[str, Any] | exceptions.SubmissionError] = []
+    for value in values:
+        if not isinstance(value, dict):
+            options.append(exceptions.InvalidParameter("the entry is not a JSON object"))
+            continue
+        unknown = sorted(set(value) - set(BATCH_ENTRY_FIELDS))
+        if unknown:
+            options.append(
+                exceptions.InvalidParameter(f"unknown field(s) in the entry: {', '.join(unknown)}")
+            )
+            continue
+        try:
+            option = {
+                key: None if value.get(key) is None else str(value[key])
+                for key in BATCH_ENTRY_FIELDS
+            }
+            timeout = _timeout(option.pop("timeout"))
+        except exceptions.InvalidParameter as exc:
+            options.append(exc)
+            continue
+        options.append({**option, "timeout": timeout})
+    return options
+
+
 @router.get("", response_model=JobPage, responses=ERRORS)
 def list_jobs(
     user: CurrentUser,
@@ -164,7 +316,8 @@ def list_jobs(
             session, user, status=status, limit=limit, cursor=cursor, user=owner
         )
         names = store.owner_names(session, (job.owner_id for job in rows))
-        items = [JobOut.of(job, names.get(job.owner_id)) for job in rows]
+        sent = store.deliveries(session, (job.id for job in rows))
+        items = [JobOut.of(job, names.get(job.owner_id), sent.get(job.id)) for job in rows]
     return JobPage(items=items, next_cursor=next_cursor)
 
 
@@ -174,13 +327,22 @@ def get_job(job_id: str, user: CurrentUser, settings: SettingsDep) -> JobOut:
     return _job_out(settings, job_id, user)
 
 
+@router.get("/{job_id}/result", response_model=SignedResult, responses=ERRORS)
+def job_result(job_id: str, user: CurrentUser, settings: SettingsDep) -> SignedResult:
+    """The signed result record of a succeeded job (409 for any other job)."""
+    with db.session_scope(settings) as session:
+        job = store.get_job(session, job_id, user)
+        return SignedResult(**results.signed_result(job))
+
+
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, responses=ERRORS)
 def cancel_job(job_id: str, user: CurrentUser, settings: SettingsDep) -> JobOut:
     """Cancel a job that has not finished; its container is killed within seconds."""
     with db.session_scope(settings) as session:
         job = store.request_cancel(session, job_id, user)
         names = store.owner_names(session, [job.owner_id])
-        return JobOut.of(job, names.get(job.owner_id))
+        delivery = store.deliveries(session, [job.id]).get(job.id)
+        return JobOut.of(job, names.get(job.owner_id), delivery)
 
 
 @router.get(
