@@ -44,7 +44,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 user_app = typer.Typer(help="Users and tokens.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+webhook_app = typer.Typer(help="The secret that signs your webhooks.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(webhook_app, name="webhook-secret")
 app.add_typer(user_app, name="user")
 app.add_typer(config_app, name="config")
 
@@ -327,6 +329,7 @@ def user_add(
     with _errors():
         db.upgrade(settings)
         token = users.add_user(settings, name, admin=admin)
+        secret = users.webhook_secret(settings, name)
     err.print(f"created {'admin ' if admin else ''}user {name!r}", markup=False)
     if save or not path.exists():
         url = api_client.service_url(settings.host, settings.port)
@@ -335,6 +338,8 @@ def user_add(
             err.print(f"token saved to {path}", markup=False)
         except OSError as exc:  # the token is printed below all the same
             err.print(f"[yellow]warning:[/yellow] cannot save the token: {escape(str(exc))}")
+    err.print("webhook secret (verifies X-Proctor-Signature; not shown again):", markup=False)
+    print(secret, flush=True)
     err.print("keep this token; it is not shown again:")
     print(token, flush=True)
 
@@ -354,22 +359,53 @@ def config_show(as_json: JsonOption = False) -> None:
 
 @app.command()
 def submit(
-    path: Annotated[Path, typer.Argument(help="A Dockerfile, a .tar/.tar.gz or a directory.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="A Dockerfile, a .tar/.tar.gz or a directory; several make one batch."),
+    ],
     dataset: Annotated[str | None, typer.Option(help="Server-side dataset name.")] = None,
     timeout: Annotated[
         float | None, typer.Option(help="Run time limit, seconds (at most the server's maximum).")
     ] = None,
     name: Annotated[str | None, typer.Option(help="A label for the job.")] = None,
+    callback_url: Annotated[
+        str | None, typer.Option(help="POSTed the job JSON, signed, once it is final.")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Submit a job; with --wait, exit 0 only if it succeeded (1 failed, 2 cancelled)."""
+    """Submit a job; with --wait, exit 0 only if it succeeded (1 failed, 2 cancelled).
+
+    Several paths are sent as one batch: one line per path, in order, with its job id
+    or its error; exit 3 if any was rejected.
+    """
+    if len(paths) > 1:
+        if wait:
+            _fail("--wait follows one job: submit one path, or wait on each id afterwards")
+        fields = {
+            "dataset": dataset,
+            "timeout": timeout,
+            "name": name,
+            "callback_url": callback_url,
+        }
+        _submit_batch(
+            paths, {k: v for k, v in fields.items() if v is not None}, as_json, url, token
+        )
+        return
+    [path] = paths
     data, filename = _read_submission(path)
 
     def send(client: Client) -> dict[str, Any]:
-        job = client.submit(data, filename=filename, dataset=dataset, timeout=timeout, name=name)
+        job = client.submit(
+            data,
+            filename=filename,
+            dataset=dataset,
+            timeout=timeout,
+            name=name,
+            callback_url=callback_url,
+        )
         if wait:
             err.print(f"submitted job {job['id']}", markup=False, highlight=False)
             return _wait(client, job)
@@ -384,6 +420,40 @@ def submit(
         print(job["id"])
     if wait:
         _exit_with_outcome(_exit_code(job))
+
+
+def _submit_batch(
+    paths: list[Path],
+    fields: dict[str, Any],
+    as_json: bool,
+    url: str | None,
+    token: str | None,
+) -> None:
+    uploads = [_read_submission(path) for path in paths]
+    entries = [fields for _ in paths]
+    items = _call(
+        url,
+        token,
+        lambda client: client.submit_batch([(name, data) for data, name in uploads], entries),
+    )
+    if as_json:
+        _print_json(items)
+    rejected = 0
+    for path, item in zip(paths, items, strict=True):
+        if item.get("job"):
+            if not as_json:
+                print(item["job"]["id"], flush=True)
+        else:
+            rejected += 1
+            error = item.get("error") or {}
+            err.print(
+                f"[red]rejected:[/red] {escape(str(path))}: {escape(str(error.get('message')))} "
+                f"({escape(str(error.get('code')))})",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if rejected:
+        raise typer.Exit(EXIT_ERROR)
 
 
 def _read_submission(path: Path) -> tuple[bytes, str]:
@@ -528,3 +598,79 @@ def leaderboard(
         _print_json(board)
     else:
         out.print(render.leaderboard_table(board))
+
+
+@app.command()
+def result(
+    job_id: JobId,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Save the signed record to this file.")
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Fetch a succeeded job's signed result record (keep it for `proctor verify`)."""
+    from proctor import results
+
+    signed = _call(url, token, lambda client: client.result(job_id))
+    if output is not None:
+        try:
+            output.write_text(json.dumps(signed, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            _fail(f"cannot write {output}: {exc.strerror}")
+        err.print(f"saved the signed result of job {job_id} to {output}", markup=False)
+    if as_json:
+        _print_json(signed)
+    elif output is None:
+        out.print(render.proof_table(results.describe(signed["record"]), verified=False))
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="A result saved by `proctor result ID -o FILE`.")],
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key", help="PEM file of the signing key (else fetched from the server)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Check a saved result against proctor's public key; any changed field fails (exit 1)."""
+    from proctor import results, signing
+
+    try:
+        document = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {file}: {exc}")
+    with _errors():
+        if public_key is not None:
+            try:
+                key = signing.PublicKey.from_pem(public_key.read_bytes())
+            except OSError as exc:
+                _fail(f"cannot read {public_key}: {exc.strerror}")
+        else:
+            served = _call(url, token, lambda client: client.signing_key())
+            key = signing.PublicKey.from_pem(str(served["public_key_pem"]).encode())
+    try:
+        record = results.verify(document, key)
+    except exceptions.InvalidSignature as exc:
+        if as_json:
+            _print_json({"valid": False, "error": exc.message})
+        err.print(f"[red]NOT VERIFIED:[/red] {escape(exc.message)}", highlight=False)
+        _exit_with_outcome(EXIT_FAILED)
+    if as_json:
+        _print_json({"valid": True, "key_id": key.key_id, "record": record})
+        return
+    out.print(render.proof_table(results.describe(record), verified=True))
+
+
+@webhook_app.command("rotate")
+def webhook_secret_rotate(url: UrlOption = None, token: TokenOption = None) -> None:
+    """Replace your webhook secret and print the new one (shown once, on the last line)."""
+    secret = _call(url, token, lambda client: client.rotate_webhook_secret())
+    err.print("new webhook secret; the old one no longer signs webhooks:", markup=False)
+    print(secret, flush=True)

@@ -34,6 +34,8 @@ LOCAL_ADDRESS = "127.0.0.1"
 JOBS_PATH = "/api/v1/jobs"
 DATASETS_PATH = "/api/v1/datasets"
 LEADERBOARD_PATH = "/api/v1/leaderboard"
+SIGNING_KEY_PATH = "/api/v1/signing-key"
+WEBHOOK_SECRET_PATH = "/api/v1/webhook-secret"
 
 NO_TOKEN_HINT = (
     "run `proctor up` (it saves an admin token), or `proctor user add NAME`, "
@@ -186,12 +188,39 @@ class Client:
         dataset: str | None = None,
         timeout: float | None = None,
         name: str | None = None,
+        callback_url: str | None = None,
     ) -> Job:
         """Submit a Dockerfile or a build-context archive; returns the queued job."""
-        fields = {"dataset": dataset, "timeout": timeout, "name": name}
+        fields = {
+            "dataset": dataset,
+            "timeout": timeout,
+            "name": name,
+            "callback_url": callback_url,
+        }
         form = {key: str(value) for key, value in fields.items() if value is not None}
         response = self._request("POST", JOBS_PATH, files={"file": (filename, data)}, data=form)
         return _json_object(response)
+
+    def submit_batch(
+        self, uploads: list[tuple[str, bytes]], entries: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Submit several (filename, data) at once; one `{"index", "job" or "error"}` each."""
+        files = [("file", (filename, data)) for filename, data in uploads]
+        form = {"entries": json.dumps(entries)} if entries is not None else {}
+        response = self._request("POST", f"{JOBS_PATH}/batch", files=files, data=form)
+        items: list[dict[str, Any]] = _json_object(response)["items"]
+        return items
+
+    def result(self, job_id: str) -> dict[str, Any]:
+        """The signed result record of a succeeded job."""
+        return _json_object(self._request("GET", f"{JOBS_PATH}/{job_id}/result"))
+
+    def signing_key(self) -> dict[str, Any]:
+        return _json_object(self._request("GET", SIGNING_KEY_PATH))
+
+    def rotate_webhook_secret(self) -> str:
+        """A new webhook secret for the caller (the old one stops working)."""
+        return str(_json_object(self._request("POST", WEBHOOK_SECRET_PATH))["webhook_secret"])
 
     def get_job(self, job_id: str) -> Job:
         return _json_object(self._request("GET", f"{JOBS_PATH}/{job_id}"))

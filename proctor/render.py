@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -231,3 +232,18 @@ def banner(version: str, url: str, credentials: str, client_env: str) -> Panel:
     table.add_row("credentials", Text(credentials))
     table.add_row("try", Text(f"{client_env}proctor submit examples/busybox --wait"))
     return Panel(table, title=f"proctor {version}", expand=False)
+
+
+def proof_table(lines: list[tuple[str, str]], *, verified: bool) -> Table:
+    """What a signed result record says; VERIFIED says the signature was checked."""
+    title = (
+        "[green]VERIFIED[/green]: proctor's key signed this record; it proves"
+        if verified
+        else "signed result record (check it with `proctor verify`)"
+    )
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for what, value in lines:
+        table.add_row(what, escape(value))
+    return table
