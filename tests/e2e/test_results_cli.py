@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from proctor import results, signing
 
-from .conftest import Service, cli_env, run_cli
+from .conftest import ROOT, Service, cli_env, free_port, run_cli
+
+RECEIVER = ROOT / "scripts" / "webhook-receiver.py"
+RECEIVER_SECONDS = 60
 
 RECORD: dict[str, Any] = {
     "format": results.RECORD_FORMAT,
@@ -122,3 +127,34 @@ def test_cli_submit_several_paths_is_one_batch_in_order(service: Service, tmp_pa
     ids = result.stdout.split()
     assert len(ids) == 2 and ids[0] < ids[1]
     assert "rejected:" in result.stderr and str(broken) in result.stderr
+
+
+def test_cli_webhook_reaches_the_standalone_receiver_verified(service: Service) -> None:
+    added = service.cli("user", "add", "dave")
+    *_, secret, token = added.stdout.strip().splitlines()
+    port = free_port()
+    receiver = subprocess.Popen(
+        [sys.executable, str(RECEIVER), "--port", str(port), "--secret", secret, "--once"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        hook = f"http://127.0.0.1:{port}/hook"
+        submitted = service.cli(
+            "submit",
+            "examples/busybox",
+            "--callback-url",
+            hook,
+            "--wait",
+            env={"PROCTOR_TOKEN": token},
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        output, _ = receiver.communicate(timeout=RECEIVER_SECONDS)
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+
+    assert receiver.returncode == 0
+    assert "signature: VERIFIED" in output and "event:     job.succeeded" in output
