@@ -200,20 +200,26 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopping.set()
 
-    def join(self, timeout: float | None = None) -> None:
-        self.thread.join(timeout)
-        if not self.thread.is_alive():
-            self._http.close()
+    def close(self) -> None:
+        """Release the HTTP connections (the thread does it when it stops)."""
+        self._http.close()
 
     def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                sent = self.run_once()
-            except exceptions.ServiceUnavailable as exc:
-                log.warning("webhooks: database unavailable: %s", exc.message)
-                sent = 0
-            if not sent:
-                self._stopping.wait(self.settings.webhook_poll_interval)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    sent = self.run_once()
+                except exceptions.ServiceUnavailable as exc:
+                    log.warning("webhooks: database unavailable: %s", exc.message)
+                    sent = 0
+                except Exception:
+                    # A bug here must not end deliveries for the worker's lifetime.
+                    log.exception("webhooks: dispatcher failed; retrying")
+                    sent = 0
+                if not sent:
+                    self._stopping.wait(self.settings.webhook_poll_interval)
+        finally:
+            self.close()
 
     def run_once(self) -> int:
         """Send every delivery due now; return how many were tried."""

@@ -96,6 +96,20 @@ def make_receiver() -> Iterator[Callable[..., Receiver]]:
         server.server_close()
 
 
+@pytest.fixture
+def make_dispatcher() -> Iterator[Callable[[Settings], webhooks.Dispatcher]]:
+    """A webhook dispatcher driven by the test (`run_once`), not by its thread."""
+    made: list[webhooks.Dispatcher] = []
+
+    def make(settings: Settings) -> webhooks.Dispatcher:
+        made.append(webhooks.Dispatcher(settings, webhook_body))
+        return made[-1]
+
+    yield make
+    for dispatcher in made:
+        dispatcher.close()
+
+
 def secret_of(settings: Settings, name: str) -> Callable[[], str | None]:
     return lambda: users.webhook_secret(settings, name)
 
@@ -199,13 +213,16 @@ def test_signing_key_is_the_one_in_the_home_folder(settings: Settings, api: Api)
 
 
 def test_webhook_retries_after_a_500_then_delivers(
-    make_settings: SettingsFactory, make_api: ApiFactory, make_receiver: Callable[..., Receiver]
+    make_settings: SettingsFactory,
+    make_api: ApiFactory,
+    make_receiver: Callable[..., Receiver],
+    make_dispatcher: Callable[[Settings], webhooks.Dispatcher],
 ) -> None:
     settings = make_settings(**FAST_WEBHOOKS)
     api = make_api(app_settings=settings)
     receiver = make_receiver(secret_of(settings, api.name), [500, 200])
     job_id = cancelled_job(api, receiver.url)
-    dispatcher = webhooks.Dispatcher(settings, webhook_body)
+    dispatcher = make_dispatcher(settings)
 
     deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
     while api.job(job_id)["callback"]["state"] == "pending" and time.monotonic() < deadline:
@@ -222,13 +239,16 @@ def test_webhook_retries_after_a_500_then_delivers(
 
 
 def test_webhook_gives_up_after_the_time_limit(
-    make_settings: SettingsFactory, make_api: ApiFactory, make_receiver: Callable[..., Receiver]
+    make_settings: SettingsFactory,
+    make_api: ApiFactory,
+    make_receiver: Callable[..., Receiver],
+    make_dispatcher: Callable[[Settings], webhooks.Dispatcher],
 ) -> None:
     settings = make_settings(**FAST_WEBHOOKS, webhook_give_up_after=1.0)
     api = make_api(app_settings=settings)
     receiver = make_receiver(secret_of(settings, api.name), [500])
     job_id = cancelled_job(api, receiver.url)
-    dispatcher = webhooks.Dispatcher(settings, webhook_body)
+    dispatcher = make_dispatcher(settings)
 
     deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
     while api.job(job_id)["callback"]["state"] == "pending" and time.monotonic() < deadline:
@@ -245,13 +265,15 @@ def test_webhook_gives_up_after_the_time_limit(
 
 
 def test_webhook_to_a_closed_port_records_the_error(
-    make_settings: SettingsFactory, make_api: ApiFactory
+    make_settings: SettingsFactory,
+    make_api: ApiFactory,
+    make_dispatcher: Callable[[Settings], webhooks.Dispatcher],
 ) -> None:
     settings = make_settings(**FAST_WEBHOOKS)
     api = make_api(app_settings=settings)
     job_id = cancelled_job(api, "http://127.0.0.1:9/hook")
 
-    webhooks.Dispatcher(settings, webhook_body).run_once()
+    make_dispatcher(settings).run_once()
 
     callback = api.job(job_id)["callback"]
     assert callback["state"] == "pending" and callback["attempts"] == 1
