@@ -89,6 +89,7 @@ def job_panel(job: Job) -> Panel:
         ("dataset", job.get("dataset") or ""),
         ("attempts", str(job.get("attempts", 0))),
         ("findings", str(len(job.get("findings") or []))),
+        ("webhook", callback_line(job)),
         ("created", job.get("created_at") or ""),
         ("started", job.get("started_at") or ""),
         ("finished", job.get("finished_at") or ""),
@@ -100,6 +101,20 @@ def job_panel(job: Job) -> Panel:
     if job.get("findings"):
         parts.append(findings_table(job["findings"]))
     return Panel(Group(*parts), title=Text(f"job {job['id']}"), expand=False)
+
+
+def callback_line(job: Job) -> str:
+    """The webhook's URL and how its delivery went, or "" without one."""
+    callback = job.get("callback")
+    if not callback:
+        return ""
+    attempts = callback.get("attempts", 0)
+    line = f"{callback['url']}: {callback['state']}"
+    if attempts:
+        line += f" after {attempts} attempt{'s' if attempts != 1 else ''}"
+    if callback.get("last_error") and callback["state"] != "delivered":
+        line += f" (last error: {callback['last_error']})"
+    return line
 
 
 def findings_table(findings: Sequence[dict[str, Any]]) -> Table:

@@ -80,3 +80,22 @@ def test_webhooks_retry_delay_doubles_up_to_the_cap(tmp_path: object) -> None:
     delays = [webhooks.retry_delay(settings, attempts) for attempts in range(1, 6)]
 
     assert delays == [2, 4, 8, 10, 10]
+
+
+def test_render_callback_line_shows_state_attempts_and_error() -> None:
+    from proctor import render
+
+    job = {
+        "callback": {
+            "url": "http://h/x",
+            "state": "pending",
+            "attempts": 2,
+            "last_error": "HTTP 500",
+            "delivered_at": None,
+        }
+    }
+
+    assert (
+        render.callback_line(job) == "http://h/x: pending after 2 attempts (last error: HTTP 500)"
+    )
+    assert render.callback_line({"callback": None}) == ""
