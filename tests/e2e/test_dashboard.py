@@ -33,6 +33,7 @@ JOB_SECONDS = 120  # a busybox job builds, runs and is scored
 BUSYBOX = "FROM proctor/busybox:latest\n"
 DATASET = "breast-cancer"
 HELLO = "hello from the dashboard"
+FINAL_STATES = {"succeeded", "failed", "cancelled"}
 EXPECTED_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
@@ -148,6 +149,8 @@ def test_dashboard_submits_a_job_and_follows_it_live_to_the_leaderboard(
     metrics = text_of(browser, "#metrics")
     cancel_hidden = not browser.find_element(By.ID, "cancel").is_displayed()
     screenshot(browser, "03-job.png")
+    browser.execute_script("document.getElementById('log-run').scrollIntoView()")
+    screenshot(browser, "03-job-logs.png")
 
     browser.find_element(By.LINK_TEXT, "Leaderboard").click()
     entry = wait(browser).until(
@@ -233,3 +236,50 @@ def test_dashboard_is_served_with_strict_security_headers(service: Service) -> N
     assert "innerHTML" not in script.text
     assert missing.status_code == 404 and outside.status_code == 404
     assert "/" not in schema["paths"] and "/static/{name}" not in schema["paths"]
+
+
+def test_dashboard_packs_a_folder_honouring_dockerignore_and_shows_names_as_text(
+    service: Service, browser: WebDriver, tmp_path: Path
+) -> None:
+    context = tmp_path / "context"
+    (context / "src").mkdir(parents=True)
+    (context / "src" / "keep.txt").write_text("kept\n")
+    (context / "src" / "secret.txt").write_text("left out\n")
+    (context / "notes.md").write_text("left out\n")
+    (context / ".dockerignore").write_text("# not for the image\n*.md\nsrc/secret.txt\n")
+    # The job succeeds only if the archive kept what it must and left out what it must not.
+    check = (
+        "test -f /ctx/src/keep.txt && test ! -e /ctx/src/secret.txt && test ! -e /ctx/notes.md"
+        " && ls -R /ctx && echo '{\"perf\": 0.25}' > /data/perf.json"
+    )
+    (context / "Dockerfile").write_text(
+        f'{BUSYBOX}COPY . /ctx\nCMD ["sh", "-c", {json.dumps(check)}]\n'
+    )
+    name = '<img src=x onerror="document.title=1">'
+
+    sign_in(browser, service, admin_token(service))
+    wait(browser).until(ec.visibility_of_element_located((By.ID, "nav")))
+    submit_page(browser)
+    browser.find_element(By.ID, "folder").send_keys(str(context))
+    wait(browser).until(lambda d: text_of(d, "#selection").startswith("Folder:"))
+    browser.find_element(By.ID, "name").send_keys(name)
+    browser.find_element(By.ID, "submit").click()
+    row = wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "tr[data-job-id]"))
+    )
+    job_id = row.get_attribute("data-job-id")
+    wait(browser, JOB_SECONDS).until(
+        lambda d: text_of(d, f'tr[data-job-id="{job_id}"] .status') in FINAL_STATES
+    )
+    status = text_of(browser, f'tr[data-job-id="{job_id}"] .status')
+    cells = [
+        td.text for td in browser.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"] td')
+    ]
+    images = browser.find_elements(By.CSS_SELECTOR, "main img")
+
+    assert status == "succeeded", httpx.get(
+        f"{service.url}/api/v1/jobs/{job_id}/logs",
+        headers={"Authorization": f"Bearer {admin_token(service)}"},
+    ).text
+    assert cells[1] == name and not images  # a submitter's name is text, never markup
+    assert browser.title != "1"
