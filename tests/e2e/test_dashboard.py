@@ -283,3 +283,40 @@ def test_dashboard_packs_a_folder_honouring_dockerignore_and_shows_names_as_text
     ).text
     assert cells[1] == name and not images  # a submitter's name is text, never markup
     assert browser.title != "1"
+
+
+def test_dashboard_streams_a_running_jobs_log_cancels_it_and_filters_by_status(
+    service: Service, browser: WebDriver, tmp_path: Path
+) -> None:
+    path = dockerfile(tmp_path, f"echo '{HELLO}'; sleep 120")
+
+    sign_in(browser, service, admin_token(service))
+    wait(browser).until(ec.visibility_of_element_located((By.ID, "nav")))
+    submit_page(browser)
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    browser.find_element(By.ID, "submit").click()
+    row = wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "tr[data-job-id]"))
+    )
+    job_id = row.get_attribute("data-job-id")
+    browser.find_element(By.LINK_TEXT, job_id).click()
+    # The run log shows the line while the job still runs: it is streamed, not fetched at the end.
+    wait(browser, JOB_SECONDS).until(
+        lambda d: HELLO in text_of(d, "#log-run") and text_of(d, "#job-status .status") == "running"
+    )
+    screenshot(browser, "07-running.png")
+    browser.find_element(By.ID, "cancel").click()
+    wait(browser, JOB_SECONDS).until(lambda d: text_of(d, "#job-status .status") == "cancelled")
+    wait(browser).until(ec.invisibility_of_element_located((By.ID, "cancel")))
+
+    browser.find_element(By.LINK_TEXT, "Jobs").click()
+    Select(
+        wait(browser).until(ec.element_to_be_clickable((By.ID, "status-filter")))
+    ).select_by_value("succeeded")
+    wait(browser).until(ec.visibility_of_element_located((By.ID, "jobs-empty")))
+    Select(browser.find_element(By.ID, "status-filter")).select_by_value("cancelled")
+    wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]'))
+    )
+
+    assert browser.current_url.endswith("#/jobs?status=cancelled")

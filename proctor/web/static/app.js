@@ -265,6 +265,7 @@ function jobView(id) {
   let logsStarted = false;
 
   function show(job) {
+    timeline.replaceChildren(...timelineItems(job)); // "so far" grows while the job is active
     const text = JSON.stringify(job);
     if (text === last) return;
     last = text;
@@ -295,7 +296,6 @@ function jobView(id) {
           el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Metric"), el("th", { scope: "col", class: "num" }, "Value"))),
           el("tbody", {}, ...metrics.map(([k, v]) => el("tr", {}, el("td", { class: "mono" }, k), el("td", { class: "num" }, formatScore(v))))))
         : el("p", {}, "No other metrics."));
-    timeline.replaceChildren(...timelineItems(job));
     problem.hidden = !job.error;
     if (job.error) {
       problem.replaceChildren(el("h2", { id: "error-h" }, "Error"),
