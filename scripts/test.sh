@@ -8,6 +8,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 "$root/scripts/setup.sh"
+"$root/scripts/install-browser.sh"
 postgres_url="$("$root/scripts/install-postgres.sh")"
 
 echo "proctor: ruff and mypy" >&2

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proctor import __version__, exceptions, results
-from proctor.api.routes import datasets, health, jobs
+from proctor.api.routes import datasets, health, jobs, web
 from proctor.api.routes import results as results_routes
 from proctor.config import Settings
 from proctor.metrics import Metrics
@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(results_routes.router)
     app.include_router(health.router)
+    app.include_router(web.router)
 
     @app.middleware("http")
     async def measure(
