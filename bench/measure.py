@@ -132,8 +132,9 @@ def throughput(options: Options, parallel: int = 2) -> list[Row]:
             started = time.perf_counter()
             service.start("worker")  # the queue is full before the clock starts
             for job_id in ids:
-                if wait_final(client, job_id)["status"] != "succeeded":
-                    raise RuntimeError(f"benchmark job {job_id} did not succeed")
+                job = wait_final(client, job_id)
+                if job["status"] != "succeeded":
+                    raise RuntimeError(f"benchmark job {job_id} did not succeed: {job['error']}")
             proctor_seconds = time.perf_counter() - started
         started = time.perf_counter()
         with ThreadPoolExecutor(parallel) as pool:
