@@ -3,6 +3,9 @@ same run (see README.md for what each compares)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 import re
 import shutil
 import subprocess
@@ -161,9 +164,16 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    server_cpu_ms: float = 0.0  # CPU time the server spent during the load
+
+    @property
+    def cpu_per_request_ms(self) -> float:
+        return self.server_cpu_ms / self.requests if self.requests else math.nan
 
 
 _WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_WRK_REQUESTS = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
 _WRK_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
 _WRK_ERRORS = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _WRK_SOCKET_ERRORS = re.compile(
@@ -186,11 +196,27 @@ def parse_wrk(output: str) -> Load:
     failed = int(errors.group(1)) if errors else 0
     if sockets:
         failed += sum(int(n) for n in sockets.groups())
-    return Load(float(rps.group(1)), latencies[50], latencies[99], failed)
+    requests = _WRK_REQUESTS.search(output)
+    return Load(
+        float(rps.group(1)),
+        latencies[50],
+        latencies[99],
+        failed,
+        int(requests.group(1)) if requests else 0,
+    )
 
 
-def wrk(url: str, seconds: int, token: str = "", body: str | None = None) -> Load:
-    """Load `url` from a separate process (wrk, one thread, a few connections)."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(
+    url: str, seconds: int, token: str = "", body: str | None = None, server_pid: int = 0
+) -> Load:
+    """Load `url` from a separate process (wrk, one thread, a few connections); with
+    `server_pid`, also the server's CPU time during the load."""
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk; ./bench/run does it)")
@@ -206,10 +232,12 @@ def wrk(url: str, seconds: int, token: str = "", body: str | None = None) -> Loa
                 'wrk.headers["Content-Type"] = "text/plain"\n'
             )
             command += ["-s", str(script)]
+        cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
         output = subprocess.run(
             [*command, url], capture_output=True, text=True, check=True, timeout=seconds + 60
         ).stdout
-    return parse_wrk(output)
+        cpu = cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
+    return dataclasses.replace(parse_wrk(output), server_cpu_ms=cpu * MS_PER_SECOND)
 
 
 def _lua_string(value: str) -> str:
@@ -223,7 +251,7 @@ def api(options: Options) -> list[Row]:
     seconds = options.load_seconds
     label = options.backend
     with deployment(options.databases, max_queued_per_user="0", worker_concurrency="2") as service:
-        service.start("serve")
+        server = service.start("serve").pid
         service.start("worker")
         with service.client() as client:
             job_id = submit(client)
@@ -231,9 +259,11 @@ def api(options: Options) -> list[Row]:
             for _ in range(3):  # the worker is busy while the load runs
                 submit(client, SLEEPY_DOCKERFILE)
             time.sleep(1)
-            health = wrk(f"{service.url}/healthz", seconds)
-            get = wrk(f"{service.url}/api/v1/jobs/{job_id}", seconds, service.token)
-            post = wrk(f"{service.url}/api/v1/jobs", seconds, service.token, POST_DOCKERFILE)
+            health = wrk(f"{service.url}/healthz", seconds, server_pid=server)
+            get = wrk(f"{service.url}/api/v1/jobs/{job_id}", seconds, service.token, None, server)
+            post = wrk(
+                f"{service.url}/api/v1/jobs", seconds, service.token, POST_DOCKERFILE, server
+            )
     note = f"wrk -c{WRK_CONNECTIONS}, {seconds} s, baseline GET /healthz"
     rows = [
         Row(
@@ -261,6 +291,18 @@ def api(options: Options) -> list[Row]:
             note,
         ),
         Row(f"POST job p99, {label}", "ms", post.p99_ms, health.p99_ms, Target(Goal.NONE)),
+    ]
+    # Server CPU per request: the figure least moved by other load on the machine.
+    rows += [
+        Row(
+            f"{name} job server CPU per request, {label}",
+            "ms",
+            load.cpu_per_request_ms,
+            health.cpu_per_request_ms,
+            Target(Goal.NONE),
+            "baseline: GET /healthz",
+        )
+        for load, name in ((get, "GET"), (post, "POST"))
     ]
     for load, name in ((get, "GET"), (post, "POST")):
         if load.errors:

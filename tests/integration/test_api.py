@@ -197,6 +197,7 @@ def test_api_health_ready_metrics_and_docs(api: Api) -> None:
     assert 'proctor_jobs{status="queued"} 1.0' in metrics
     assert "proctor_queue_depth 1.0" in metrics
     assert "proctor_api_request_seconds_bucket" in metrics
+    assert 'method="POST",route="/api/v1/jobs",status="201"' in metrics
     spec = api.http.get("/openapi.json").json()
     assert "/api/v1/jobs/{job_id}/logs" in spec["paths"]
     assert api.http.get("/docs").status_code == 200
