@@ -103,6 +103,7 @@ def test_parse_wrk_reads_rate_percentiles_and_errors() -> None:
     assert load.p50_ms == pytest.approx(4.5)
     assert load.p99_ms == pytest.approx(0.85)  # microseconds converted
     assert load.errors == 4 + 3
+    assert load.requests == 16000
 
 
 def test_parse_wrk_refuses_output_without_figures() -> None:

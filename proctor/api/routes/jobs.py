@@ -39,7 +39,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 def _job_out(settings: Settings, job_id: str, viewer: User) -> JobOut:
     with db.session_scope(settings) as session:
         job = store.get_job(session, job_id, viewer)
-        names = store.owner_names(session, [job.owner_id])
+        names = store.owner_names(session, [job.owner_id], viewer)
         return JobOut.of(job, names.get(job.owner_id))
 
 
@@ -163,7 +163,7 @@ def list_jobs(
         rows, next_cursor = store.list_jobs(
             session, user, status=status, limit=limit, cursor=cursor, user=owner
         )
-        names = store.owner_names(session, (job.owner_id for job in rows))
+        names = store.owner_names(session, (job.owner_id for job in rows), user)
         items = [JobOut.of(job, names.get(job.owner_id)) for job in rows]
     return JobPage(items=items, next_cursor=next_cursor)
 
@@ -179,7 +179,7 @@ def cancel_job(job_id: str, user: CurrentUser, settings: SettingsDep) -> JobOut:
     """Cancel a job that has not finished; its container is killed within seconds."""
     with db.session_scope(settings) as session:
         job = store.request_cancel(session, job_id, user)
-        names = store.owner_names(session, [job.owner_id])
+        names = store.owner_names(session, [job.owner_id], user)
         return JobOut.of(job, names.get(job.owner_id))
 
 
