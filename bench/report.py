@@ -176,3 +176,22 @@ def write_json(path: Path, rows: Sequence[Row], meta: dict[str, object]) -> None
 
 def print_table(rows: Sequence[Row], title: str, console: Console | None = None) -> None:
     (console or Console()).print(table(rows, title))
+
+
+def read_json(path: Path) -> tuple[list[Row], dict[str, object]]:
+    """The rows and the rest of a results file, as `write_json` wrote them."""
+    document = json.loads(path.read_text())
+    rows = []
+    for record in document.pop("rows"):
+        target = record["target"]
+        rows.append(
+            Row(
+                metric=record["metric"],
+                unit=record["unit"],
+                proctor=float(record["proctor"]),
+                baseline=None if record["baseline"] is None else float(record["baseline"]),
+                target=Target(Goal(target["goal"]), target["limit"], target["slack"]),
+                note=record["note"],
+            )
+        )
+    return rows, document

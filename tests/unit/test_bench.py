@@ -122,3 +122,18 @@ def test_history_measures_claim_get_and_list_on_a_real_database() -> None:
     ]
     assert all(math.isfinite(row.proctor) and row.baseline for row in rows)
     assert rows[0].metric == "claim at 20k jobs, sqlite"
+
+
+def test_read_json_gives_back_the_rows_written(tmp_path: Path) -> None:
+    path = tmp_path / "latest.json"
+    rows = [
+        Row("claim", "ms", 4.0, 1.0, Target(Goal.AT_MOST_RATIO, 2.0), "note"),
+        Row("overhead", "ms", 900.0, 600.0, Target(Goal.OVERHEAD, 1.1, 150.0)),
+        Row("rss", "MiB", 90.0, None, Target(Goal.NONE)),
+    ]
+    report.write_json(path, rows, {"date": "2026-01-01"})
+
+    read, meta = report.read_json(path)
+
+    assert read == rows
+    assert meta == {"date": "2026-01-01"}
