@@ -437,7 +437,7 @@ def history(options: Options, small: int = 1000, samples: int = 30) -> list[Row]
             total = session.scalar(text("SELECT count(*) FROM jobs"))
     target = Target(Goal.AT_MOST_RATIO, HISTORY_RATIO_MAX)
     note = f"baseline: {small:,} jobs; inserted {total:,} in {fill_seconds:.0f} s"
-    scale = f"{large // 1000:,}k jobs"
+    scale = f"{large / 1e6:g}M jobs" if large >= 1_000_000 else f"{large // 1000:,}k jobs"
     return [
         Row(f"claim at {scale}, {label}", "ms", after.claim_ms, before.claim_ms, target, note),
         Row(f"get job at {scale}, {label}", "ms", after.get_ms, before.get_ms, target),
