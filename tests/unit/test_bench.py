@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import measure, report
+from bench import load, measure, report
 from bench.report import Goal, Row, Target
 from bench.service import Databases
 
@@ -98,17 +98,17 @@ def test_write_json_records_rows_with_ratio_and_verdict(tmp_path: Path) -> None:
 
 
 def test_parse_wrk_reads_rate_percentiles_and_errors() -> None:
-    load = measure.parse_wrk(WRK_OUTPUT)
-    assert load.requests_per_second == pytest.approx(1600.25)
-    assert load.p50_ms == pytest.approx(4.5)
-    assert load.p99_ms == pytest.approx(0.85)  # microseconds converted
-    assert load.errors == 4 + 3
-    assert load.requests == 16000
+    figures = load.parse_wrk(WRK_OUTPUT)
+    assert figures.requests_per_second == pytest.approx(1600.25)
+    assert figures.p50_ms == pytest.approx(4.5)
+    assert figures.p99_ms == pytest.approx(0.85)  # microseconds converted
+    assert figures.errors == 4 + 3
+    assert figures.requests == 16000
 
 
 def test_parse_wrk_refuses_output_without_figures() -> None:
     with pytest.raises(RuntimeError, match="cannot read wrk"):
-        measure.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+        load.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
 
 
 def test_history_measures_claim_get_and_list_on_a_real_database() -> None:
