@@ -354,10 +354,34 @@ class DockerEngine:
         )
 
     def remove_image(self, image_id: str) -> None:
+        """Remove a built image, and the images its build's own label steps committed."""
         with _engine_errors(), contextlib.suppress(docker.errors.ImageNotFound):
+            image = self._client.images.get(image_id)
             # noprune: the parent layers are the build cache, which another job's build
             # may be using at this very moment.
             self._client.images.remove(image_id, force=True, noprune=True)
+            self._remove_label_steps(image)
+
+    def _remove_label_steps(self, image: Any) -> None:
+        # The engine commits one image per build label; the first carries the job label
+        # alone, so it is this job's and no other build's cache. Left behind, one per
+        # job, they pile up and slow every later build's cache lookup. Walk up the
+        # parents while they carry this job's label; never force: an image with
+        # children is someone's cache.
+        job = (image.labels or {}).get(JOB_LABEL)
+        parent = str(image.attrs.get("Parent") or "")
+        while job and parent:
+            try:
+                step = self._client.images.get(parent)
+            except docker.errors.ImageNotFound:
+                return
+            if (step.labels or {}).get(JOB_LABEL) != job:
+                return
+            parent = str(step.attrs.get("Parent") or "")
+            try:
+                self._client.images.remove(str(step.id), force=False, noprune=True)
+            except docker.errors.APIError:
+                return
 
     def remove_containers(self, job_id: str) -> None:
         """Remove this worker's containers of a job (never another worker's)."""
@@ -395,7 +419,11 @@ class DockerEngine:
 
     def remove_job_images(self, job_id: str) -> None:
         with _engine_errors():
-            for image in self._client.images.list(filters={"label": f"{JOB_LABEL}={job_id}"}):
+            # all: the images the build's label steps committed carry the job label too
+            labelled = self._client.images.list(
+                all=True, filters={"label": f"{JOB_LABEL}={job_id}"}
+            )
+            for image in labelled:
                 with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
                     self._client.images.remove(str(image.id), force=True)
 

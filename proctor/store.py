@@ -111,12 +111,19 @@ def get_job(session: Session, job_id: str, viewer: User) -> Job:
     return job
 
 
-def owner_names(session: Session, owner_ids: Iterable[int]) -> dict[int, str]:
+def owner_names(
+    session: Session, owner_ids: Iterable[int], viewer: User | None = None
+) -> dict[int, str]:
+    """Names of the jobs' owners; the viewer's own name needs no query."""
     ids = set(owner_ids)
-    if not ids:
-        return {}
-    rows = session.execute(select(User.id, User.name).where(User.id.in_(ids)))
-    return {row.id: row.name for row in rows}
+    names: dict[int, str] = {}
+    if viewer is not None and viewer.id in ids:
+        names[viewer.id] = viewer.name
+        ids.discard(viewer.id)
+    if ids:
+        rows = session.execute(select(User.id, User.name).where(User.id.in_(ids)))
+        names.update({row.id: row.name for row in rows})
+    return names
 
 
 def encode_cursor(job_id: str) -> str:

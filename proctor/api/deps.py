@@ -14,7 +14,8 @@ from proctor.models import User
 _bearer = HTTPBearer(auto_error=False, description="a token from `proctor user add`")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
+    # async: FastAPI runs a plain `def` dependency in the thread pool, a hop per request
     settings: Settings = request.app.state.settings
     return settings
 

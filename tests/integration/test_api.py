@@ -137,6 +137,8 @@ def test_api_other_users_job_is_404_and_admin_sees_all(make_api: ApiFactory) -> 
     assert_error(bob.get(f"/api/v1/jobs/{job_id}/logs"), 404, "not_found")
     assert bob.get("/api/v1/jobs").json()["items"] == []
     assert root.job(job_id)["owner"] == "alice"
+    assert alice.job(job_id)["owner"] == "alice"
+    assert [j["owner"] for j in root.get("/api/v1/jobs").json()["items"]] == ["alice"]
     assert [j["id"] for j in root.get("/api/v1/jobs?user=alice").json()["items"]] == [job_id]
     assert root.get("/api/v1/jobs?user=bob").json()["items"] == []
 
@@ -197,6 +199,7 @@ def test_api_health_ready_metrics_and_docs(api: Api) -> None:
     assert 'proctor_jobs{status="queued"} 1.0' in metrics
     assert "proctor_queue_depth 1.0" in metrics
     assert "proctor_api_request_seconds_bucket" in metrics
+    assert 'method="POST",route="/api/v1/jobs",status="201"' in metrics
     spec = api.http.get("/openapi.json").json()
     assert "/api/v1/jobs/{job_id}/logs" in spec["paths"]
     assert api.http.get("/docs").status_code == 200

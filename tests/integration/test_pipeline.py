@@ -7,6 +7,7 @@ import time
 import docker
 import pytest
 
+from proctor.engine import JOB_LABEL
 from proctor.worker import Worker
 
 from ..conftest import SettingsFactory
@@ -175,6 +176,17 @@ def test_pipeline_internal_when_engine_unreachable(make_stack: StackFactory) -> 
 
     assert job["error"]["code"] == "internal"
     assert "unreachable" in job["error"]["message"]
+
+
+def test_pipeline_leaves_no_image_of_the_job_behind_not_even_intermediate(
+    api: Api, worker: Worker, docker_client: docker.DockerClient
+) -> None:
+    job = api.run(dockerfile(WRITE_PERF))
+
+    assert job["status"] == "succeeded"
+    # all=True: the build's label steps commit intermediate images, hidden from a plain list
+    left = docker_client.images.list(all=True, filters={"label": f"{JOB_LABEL}={job['id']}"})
+    assert left == []
 
 
 def test_pipeline_keeps_image_when_asked(

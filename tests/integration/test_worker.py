@@ -205,6 +205,27 @@ def test_worker_picks_up_new_jobs_at_once_on_postgresql(
     assert (started - created).total_seconds() < 2
 
 
+def test_worker_picks_up_new_jobs_at_once_on_sqlite(
+    request: pytest.FixtureRequest,
+    make_settings: SettingsFactory,
+    make_api: ApiFactory,
+    make_worker: WorkerFactory,
+) -> None:
+    if request.config.getoption("--database") != "sqlite":
+        pytest.skip("watching the database file is SQLite's: runs with --database sqlite")
+    # Polling alone would take 60 s: a quick start proves the file watch woke the worker.
+    settings = make_settings(worker_poll_interval=60)
+    api = make_api(app_settings=settings)
+    make_worker(settings)
+    time.sleep(1)  # the worker is idle, waiting out its poll interval
+
+    job = api.wait(api.submit_ok(dockerfile("echo '{\"perf\": 1}' > /data/perf.json"))["id"])
+
+    assert job["status"] == "succeeded"
+    created, started = (dt.datetime.fromisoformat(job[k]) for k in ("created_at", "started_at"))
+    assert (started - created).total_seconds() < 2
+
+
 def test_worker_that_loses_its_lease_stops_the_job_and_keeps_off(
     api: Api, settings: Settings, make_worker: WorkerFactory, docker_client: docker.DockerClient
 ) -> None:

@@ -48,8 +48,8 @@ ERRORS: dict[int | str, dict[str, object]] = {
 def _job_out(settings: Settings, job_id: str, viewer: User) -> JobOut:
     with db.session_scope(settings) as session:
         job = store.get_job(session, job_id, viewer)
-        names = store.owner_names(session, [job.owner_id])
-        delivery = store.deliveries(session, [job.id]).get(job.id)
+        names = store.owner_names(session, [job.owner_id], viewer)
+        delivery = store.deliveries(session, [job.id]).get(job.id) if job.callback_url else None
         return JobOut.of(job, names.get(job.owner_id), delivery)
 
 
@@ -315,8 +315,8 @@ def list_jobs(
         rows, next_cursor = store.list_jobs(
             session, user, status=status, limit=limit, cursor=cursor, user=owner
         )
-        names = store.owner_names(session, (job.owner_id for job in rows))
-        sent = store.deliveries(session, (job.id for job in rows))
+        names = store.owner_names(session, (job.owner_id for job in rows), user)
+        sent = store.deliveries(session, (job.id for job in rows if job.callback_url))
         items = [JobOut.of(job, names.get(job.owner_id), sent.get(job.id)) for job in rows]
     return JobPage(items=items, next_cursor=next_cursor)
 
@@ -340,8 +340,8 @@ def cancel_job(job_id: str, user: CurrentUser, settings: SettingsDep) -> JobOut:
     """Cancel a job that has not finished; its container is killed within seconds."""
     with db.session_scope(settings) as session:
         job = store.request_cancel(session, job_id, user)
-        names = store.owner_names(session, [job.owner_id])
-        delivery = store.deliveries(session, [job.id]).get(job.id)
+        names = store.owner_names(session, [job.owner_id], user)
+        delivery = store.deliveries(session, [job.id]).get(job.id) if job.callback_url else None
         return JobOut.of(job, names.get(job.owner_id), delivery)
 
 
