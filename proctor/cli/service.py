@@ -1,0 +1,246 @@
+"""Commands that run the service (`up`, `serve`, `worker`) and administer it (`db`, `user`,
+`config`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from proctor import __version__, render
+from proctor import client as api_client
+from proctor.cli.base import (
+    ADMIN_NAME,
+    EXIT_FAILED,
+    PROG_NAME,
+    WORKER_STOP_GRACE_SECONDS,
+    HostOption,
+    JsonOption,
+    PortOption,
+    app,
+    config_app,
+    db_app,
+    err,
+    errors,
+    fail,
+    load_settings,
+    out,
+    print_json,
+    setup_logging,
+    user_app,
+)
+from proctor.client import ClientError, Credentials
+from proctor.config import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
+
+
+@app.command()
+def up(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the API and a worker together on this machine (the embedded default)."""
+    from proctor import db
+
+    setup_logging()
+    settings = load_settings(host, port)
+    url = api_client.service_url(settings.host, settings.port)
+    with errors():
+        db.upgrade(settings)
+        _ensure_admin_credentials(settings, url)
+    server = _server(settings)
+    stop = _StopRequest.install(server)
+    worker = _start_worker(settings)
+    worker_died = _watch_worker(worker, server)
+    err.print(
+        render.banner(__version__, url, str(settings.credentials_path), _client_env(settings))
+    )
+    try:
+        _run_server(server)
+    finally:
+        _stop_worker(worker, settings.worker_drain_seconds + WORKER_STOP_GRACE_SECONDS)
+    # Ctrl-C in a terminal reaches the worker too, and it may exit first: not a crash.
+    if worker_died.is_set() and not stop.requested:
+        fail(f"the worker exited unexpectedly with code {worker.returncode}", EXIT_FAILED)
+
+
+class _StopRequest:
+    """A SIGINT/SIGTERM handler that stops the server and remembers it was asked to.
+
+    uvicorn installs its own handlers while it serves and, once stopped, re-raises the
+    signal it got: this handler then sees it, so a requested stop is a clean exit and
+    `up` still gets to stop its worker. Before uvicorn serves, it stops it early.
+    """
+
+    def __init__(self, server: uvicorn.Server) -> None:
+        self.server = server
+        self.requested = False
+
+    def __call__(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+        self.server.should_exit = True
+
+    @classmethod
+    def install(cls, server: uvicorn.Server) -> _StopRequest:
+        handler = cls(server)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, handler)
+        return handler
+
+
+def _ensure_admin_credentials(settings: Settings, url: str) -> None:
+    """Keep a valid saved token (pointing it at URL); else issue the admin a new one."""
+    from proctor import users
+
+    path = settings.credentials_path
+    try:
+        saved = api_client.read_credentials(path)
+    except ClientError as exc:
+        err.print(f"[yellow]warning:[/yellow] {escape(exc.message)}; writing a new one")
+        saved = None
+    if saved and saved.token and users.token_is_valid(settings, saved.token):
+        if saved.url != url:
+            api_client.write_credentials(path, Credentials(url, saved.token, saved.user))
+        return
+    token = users.issue_token(settings, ADMIN_NAME, admin=True)
+    api_client.write_credentials(path, Credentials(url, token, ADMIN_NAME))
+    err.print(f"issued a token for user {ADMIN_NAME!r}, saved in {path}", highlight=False)
+
+
+def _client_env(settings: Settings) -> str:
+    """The prefix a client shell needs to find this server's credentials."""
+    default_home = Path(Settings.model_fields["home"].default).resolve()
+    return "" if settings.home == default_home else f"PROCTOR_HOME={settings.home} "
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    environment = {
+        **os.environ,
+        "PROCTOR_HOME": str(settings.home),
+        "PROCTOR_DATABASE_URL": settings.database_url,
+    }
+    return subprocess.Popen([sys.executable, "-m", PROG_NAME, "worker"], env=environment)
+
+
+def _watch_worker(worker: subprocess.Popen[bytes], server: uvicorn.Server) -> threading.Event:
+    """Stop the server when the worker exits; the returned event says it did."""
+    died = threading.Event()
+
+    def watch() -> None:
+        worker.wait()
+        died.set()
+        server.should_exit = True
+
+    threading.Thread(target=watch, name="watch-worker", daemon=True).start()
+    return died
+
+
+def _stop_worker(worker: subprocess.Popen[bytes], grace_seconds: float) -> None:
+    if worker.poll() is not None:
+        return
+    err.print("stopping the worker (running jobs go back to the queue)")
+    worker.terminate()
+    try:
+        worker.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        err.print("[yellow]warning:[/yellow] the worker did not stop in time; killing it")
+        worker.kill()
+        worker.wait()
+
+
+def _server(settings: Settings) -> uvicorn.Server:
+    import uvicorn
+
+    from proctor.api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, log_level="info"
+    )
+    return uvicorn.Server(config)
+
+
+def _run_server(server: uvicorn.Server) -> None:
+    """Serve until stopped (see `_StopRequest`), then return normally."""
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits when it cannot start (e.g. the port is taken)
+        if exc.code:
+            fail(f"the API server could not start on {server.config.host}:{server.config.port}")
+
+
+@app.command()
+def serve(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the API server only (for scale-out: workers run elsewhere)."""
+    setup_logging()
+    server = _server(load_settings(host, port))
+    _StopRequest.install(server)
+    _run_server(server)
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker: claim queued jobs and run them until SIGTERM or SIGINT."""
+    from proctor.worker import run_worker
+
+    setup_logging()
+    with errors():
+        run_worker(load_settings())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (creates the database if needed)."""
+    from proctor import db
+
+    settings = load_settings()
+    with errors():
+        db.upgrade(settings)
+    err.print(f"database at the newest schema: {settings.shown()['database_url']}", markup=False)
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="The new user's name.")],
+    admin: Annotated[bool, typer.Option("--admin", help="May see and cancel every job.")] = False,
+    save: Annotated[
+        bool, typer.Option("--save", help="Write the token to the credentials file.")
+    ] = False,
+) -> None:
+    """Create a user and print its token (shown once, alone on the last line)."""
+    from proctor import db, users
+
+    settings = load_settings()
+    path = settings.credentials_path
+    with errors():
+        db.upgrade(settings)
+        token = users.add_user(settings, name, admin=admin)
+        secret = users.webhook_secret(settings, name)
+    err.print(f"created {'admin ' if admin else ''}user {name!r}", markup=False)
+    if save or not path.exists():
+        url = api_client.service_url(settings.host, settings.port)
+        try:
+            api_client.write_credentials(path, Credentials(url, token, name))
+            err.print(f"token saved to {path}", markup=False)
+        except OSError as exc:  # the token is printed below all the same
+            err.print(f"[yellow]warning:[/yellow] cannot save the token: {escape(str(exc))}")
+    err.print("webhook secret (verifies X-Proctor-Signature; not shown again):", markup=False)
+    print(secret, flush=True)
+    err.print("keep this token; it is not shown again:")
+    print(token, flush=True)
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOption = False) -> None:
+    """Print the effective configuration, secrets masked."""
+    values = load_settings().shown()
+    if as_json:
+        print_json(values)
+    else:
+        out.print(render.settings_table(values))
