@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import ColumnElement, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -405,43 +405,19 @@ def release_expired(session: Session, max_attempts: int) -> int:
     """
     now = utcnow()
     expired = (Job.status.in_(_ACTIVE), Job.lease_expires_at < now)
-    cancelled = (
-        session.execute(
-            update(Job)
-            .where(*expired, Job.cancel_requested)
-            .values(
-                status=Status.CANCELLED.value,
-                error_code=ErrorCode.CANCELLED.value,
-                error_message="cancelled while its worker was unreachable",
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-            .returning(Job.id)
-            .execution_options(synchronize_session=False)
-        )
-        .scalars()
-        .all()
+    cancelled = _end_expired(
+        session,
+        (*expired, Job.cancel_requested.is_(True)),
+        now,
+        ErrorCode.CANCELLED,
+        "cancelled while its worker was unreachable",
     )
-    lost = (
-        session.execute(
-            update(Job)
-            .where(*expired, Job.attempts >= max_attempts)
-            .values(
-                status=Status.FAILED.value,
-                error_code=ErrorCode.LOST.value,
-                error_message=(
-                    f"the workers running this job stopped responding {max_attempts} times"
-                ),
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-            .returning(Job.id)
-            .execution_options(synchronize_session=False)
-        )
-        .scalars()
-        .all()
+    lost = _end_expired(
+        session,
+        (*expired, Job.attempts >= max_attempts),
+        now,
+        ErrorCode.LOST,
+        f"the workers running this job stopped responding {max_attempts} times",
     )
     requeued = session.execute(
         update(Job)
@@ -457,6 +433,35 @@ def release_expired(session: Session, max_attempts: int) -> int:
 # --- webhooks ------------------------------------------------------------------------
 
 DELIVERY_PENDING = "pending"  # due at next_attempt_at (see proctor.webhooks)
+
+
+def _end_expired(
+    session: Session,
+    where: tuple[ColumnElement[bool], ...],
+    now: dt.datetime,
+    code: ErrorCode,
+    message: str,
+) -> Sequence[str]:
+    """End the expired jobs WHERE selects with CODE; their ids."""
+    status = Status.CANCELLED if code is ErrorCode.CANCELLED else Status.FAILED
+    return (
+        session.execute(
+            update(Job)
+            .where(*where)
+            .values(
+                status=status.value,
+                error_code=code.value,
+                error_message=message,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+        .scalars()
+        .all()
+    )
 
 
 def enqueue_callbacks(session: Session, job_ids: Sequence[str]) -> None:
