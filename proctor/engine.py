@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -41,6 +42,12 @@ LOG_DRAIN_SECONDS = 2
 SAVE_CHUNK_BYTES = 1024 * 1024
 ENGINE_LOG_FACTOR = 4
 ENGINE_LOG_SLACK_BYTES = 1024 * 1024
+# The classic builder looks for a cached image among the children of a step's parent;
+# when another job's label-step image (a child of the same parent) is removed during
+# that lookup, the build fails with this error at proctor's own LABEL step. It is the
+# engine's race, not the submission's fault, and building again gets past it.
+BUILD_CACHE_RACE_ATTEMPTS = 3
+_CACHE_RACE_ERROR = re.compile(r'^unable to find image "?sha256:[0-9a-f]{64}"?$')
 
 LogSink = Callable[[str], None]
 
@@ -126,6 +133,12 @@ class Executor(Protocol):
     def remove_job_images(self, job_id: str) -> None: ...
 
 
+def is_cache_race(error: exceptions.BuildError) -> bool:
+    """Whether a build failed on the engine's cache race at proctor's own label step."""
+    step = error.step or ""
+    return f"LABEL {JOB_LABEL}=" in step and bool(_CACHE_RACE_ERROR.match(error.message))
+
+
 def job_labels(job_id: str) -> dict[str, str]:
     return {JOB_LABEL: job_id, MANAGED_LABEL: "true"}
 
@@ -205,6 +218,24 @@ class DockerEngine:
         on_log: LogSink,
     ) -> str:
         """Build without network; return the image id. Stops at `deadline` or on `abort`."""
+        for attempt in range(1, BUILD_CACHE_RACE_ATTEMPTS + 1):
+            try:
+                return self._build_once(job_id, context, memory_bytes, deadline, abort, on_log)
+            except exceptions.BuildError as exc:
+                if attempt == BUILD_CACHE_RACE_ATTEMPTS or not is_cache_race(exc):
+                    raise
+                on_log("[proctor] a concurrent build removed a cached image; building again\n")
+        raise AssertionError("unreachable")
+
+    def _build_once(
+        self,
+        job_id: str,
+        context: bytes,
+        memory_bytes: int,
+        deadline: float,
+        abort: threading.Event,
+        on_log: LogSink,
+    ) -> str:
         api = self._client.api
         params = {
             "rm": "1",
