@@ -44,7 +44,12 @@ class Control:
 
 
 class LogSink:
-    """Buffers a job's output and stores it in batches, up to the per-stream cap."""
+    """Buffers a job's output and stores it in batches, up to the per-stream cap.
+
+    Output is stored at the latest `LOG_FLUSH_SECONDS` after it arrives, even when no
+    more follows (a job that prints a line, then computes in silence): a timer flushes
+    what an earlier call left pending.
+    """
 
     def __init__(self, settings: Settings, job_id: str, stream: jobs.Stream) -> None:
         self._settings = settings
@@ -57,6 +62,7 @@ class LogSink:
         self._stored_bytes = 0
         self._truncated = False
         self._last_flush = time.monotonic()
+        self._timer: threading.Timer | None = None
 
     def __call__(self, text: str) -> None:
         with self._lock:
@@ -70,15 +76,31 @@ class LogSink:
                 self._truncated = True
             self._pending.append(text)
             self._pending_bytes += len(text.encode("utf-8", errors="replace"))
-            due = time.monotonic() - self._last_flush >= LOG_FLUSH_SECONDS
-            if due or self._pending_bytes >= LOG_FLUSH_BYTES or self._truncated:
+            wait = LOG_FLUSH_SECONDS - (time.monotonic() - self._last_flush)
+            if wait <= 0 or self._pending_bytes >= LOG_FLUSH_BYTES or self._truncated:
                 self._flush_locked()
+            elif self._timer is None:
+                self._timer = threading.Timer(wait, self._flush_later)
+                self._timer.daemon = True
+                self._timer.start()
 
     def flush(self) -> None:
         with self._lock:
             self._flush_locked()
 
+    def _flush_later(self) -> None:
+        with self._lock:
+            self._timer = None
+            try:
+                self._flush_locked()
+            except Exception:  # a timer thread: nothing above it would see the error
+                # Kept pending: the next write or the final flush stores it.
+                log.exception("job %s: cannot store %s log yet", self._job_id, self._stream)
+
     def _flush_locked(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._pending:
             return
         text = "".join(self._pending)

@@ -288,7 +288,8 @@ def test_dashboard_packs_a_folder_honouring_dockerignore_and_shows_names_as_text
 def test_dashboard_streams_a_running_jobs_log_cancels_it_and_filters_by_status(
     service: Service, browser: WebDriver, tmp_path: Path
 ) -> None:
-    path = dockerfile(tmp_path, f"echo '{HELLO}'; sleep 120")
+    # Sleeps longer than any wait below: the job can only end by the Cancel button.
+    path = dockerfile(tmp_path, f"echo '{HELLO}'; sleep 600")
 
     sign_in(browser, service, admin_token(service))
     wait(browser).until(ec.visibility_of_element_located((By.ID, "nav")))
@@ -305,7 +306,7 @@ def test_dashboard_streams_a_running_jobs_log_cancels_it_and_filters_by_status(
         lambda d: HELLO in text_of(d, "#log-run") and text_of(d, "#job-status .status") == "running"
     )
     screenshot(browser, "07-running.png")
-    browser.find_element(By.ID, "cancel").click()
+    wait(browser).until(ec.element_to_be_clickable((By.ID, "cancel"))).click()
     wait(browser, JOB_SECONDS).until(lambda d: text_of(d, "#job-status .status") == "cancelled")
     wait(browser).until(ec.invisibility_of_element_located((By.ID, "cancel")))
 

@@ -158,6 +158,20 @@ def test_pipeline_cancel_running_job_removes_container_within_seconds(
         time.sleep(0.1)
 
 
+def test_pipeline_stores_a_lone_line_while_the_job_still_runs(api: Api, worker: Worker) -> None:
+    # One line, then silence: the line must not wait for more output (or the end) to be stored.
+    job_id = api.submit_ok(dockerfile("echo only-line; sleep 300"))["id"]
+    api.wait(job_id, {"running"})
+    deadline = time.monotonic() + 15
+    while "only-line" not in api.get(f"/api/v1/jobs/{job_id}/logs?stream=run").text:
+        assert time.monotonic() < deadline, "the line was not stored while the job ran"
+        time.sleep(0.2)
+
+    assert api.job(job_id)["status"] == "running"
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 202
+    assert api.wait(job_id, timeout=30)["status"] == "cancelled"
+
+
 def test_pipeline_cancel_during_build(api: Api, worker: Worker) -> None:
     job_id = api.submit_ok("FROM proctor/busybox:latest\nRUN sleep 300\nCMD true\n")["id"]
     api.wait(job_id, {"building"})

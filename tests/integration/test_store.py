@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import update
 
-from proctor import db, exceptions, store, users
+from proctor import db, exceptions, jobs, pipeline, store, users
 from proctor.config import Settings
 from proctor.jobs import ErrorCode, Outcome, Status
 from proctor.models import Base, Job, User
@@ -200,3 +201,22 @@ def test_claim_respects_running_cap_per_user(settings: Settings) -> None:
         taken = [store.claim(session, "w", 30, max_running_per_user=1) for _ in range(3)]
 
     assert [job.id if job else None for job in taken] == [a_jobs[0], b_job, None]
+
+
+def stored_run_log(settings: Settings, job_id: str) -> str:
+    with db.session_scope(settings) as session:
+        return store.read_logs(session, job_id, jobs.Stream.RUN)
+
+
+def test_log_sink_stores_a_lone_line_without_waiting_for_more_output(settings: Settings) -> None:
+    [job_id] = queue_jobs(settings, 1)
+    sink = pipeline.LogSink(settings, job_id, jobs.Stream.RUN)
+
+    sink("first\n")  # written at once after the sink was made: not due yet, so buffered
+    sink("second\n")
+    time.sleep(pipeline.LOG_FLUSH_SECONDS * 3)
+
+    assert stored_run_log(settings, job_id) == "first\nsecond\n"
+    sink("third\n")
+    sink.flush()
+    assert stored_run_log(settings, job_id) == "first\nsecond\nthird\n"
