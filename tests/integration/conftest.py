@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from proctor import users
 from proctor.api.app import create_app
 from proctor.config import Settings
-from proctor.engine import JOB_LABEL, MANAGED_LABEL
+from proctor.engine import JOB_LABEL
 from proctor.worker import Worker
 
 from ..conftest import SettingsFactory
@@ -173,9 +173,8 @@ def containers_of(client: docker.DockerClient, job_id: str) -> list[Any]:
 
 
 def managed_images(client: docker.DockerClient, job_id: str) -> list[Any]:
-    return list(
-        client.images.list(filters={"label": [f"{JOB_LABEL}={job_id}", f"{MANAGED_LABEL}=true"]})
-    )
+    # all: an intermediate image would be hidden from a plain list
+    return list(client.images.list(all=True, filters={"label": f"{JOB_LABEL}={job_id}"}))
 
 
 def tar_context(files: dict[str, bytes | str], *, gzip: bool = True) -> bytes:

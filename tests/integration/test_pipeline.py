@@ -198,7 +198,7 @@ def test_pipeline_leaves_no_image_of_the_job_behind_not_even_intermediate(
     job = api.run(dockerfile(WRITE_PERF))
 
     assert job["status"] == "succeeded"
-    # all=True: the build's label steps commit intermediate images, hidden from a plain list
+    # all=True: an intermediate image is hidden from a plain list
     left = docker_client.images.list(all=True, filters={"label": f"{JOB_LABEL}={job['id']}"})
     assert left == []
 

@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from proctor import db, store
 from proctor.config import Settings
-from proctor.engine import JOB_LABEL, MANAGED_LABEL, WORKER_LABEL
+from proctor.engine import JOB_LABEL, WORKER_LABEL
 from proctor.models import Job
 from proctor.worker import Worker
 
@@ -156,7 +156,7 @@ def test_worker_sweeps_orphans_of_dead_workers_only_in_its_own_database(
         (running, "live-worker-elsewhere"),
         (foreign, "worker-of-another-deployment"),
     ):
-        labels = {JOB_LABEL: job_id, MANAGED_LABEL: "true", WORKER_LABEL: owner}
+        labels = {JOB_LABEL: job_id, WORKER_LABEL: owner}
         docker_client.containers.create("proctor/busybox:latest", labels=labels)
 
     make_worker()
