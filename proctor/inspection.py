@@ -413,6 +413,10 @@ class FilesCheck:
         self.max_findings_per_rule = max_findings_per_rule
 
     def __call__(self, subject: Subject) -> list[Finding]:
+        if subject.image.diff_ids and set(subject.image.diff_ids) <= subject.base_diff_ids:
+            # Only metadata steps (CMD, ENV, LABEL…) on top of the base: no file to read,
+            # and no reason to save the whole image from the engine.
+            return []
         hits: list[_Hit] = []
         by_path: dict[str, list[_Hit]] = {}
         for index, (diff_id, stream) in enumerate(subject.layers.new_layers()):

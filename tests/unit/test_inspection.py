@@ -723,6 +723,34 @@ def test_files_check_base_layers_are_not_read(make_archive: ArchiveFactory) -> N
     assert file_findings(archive) == []
 
 
+def test_files_check_does_not_save_an_image_that_adds_no_layer(
+    make_archive: ArchiveFactory,
+) -> None:
+    base_layer = layer(Entry("bin/su", b"su", mode=0o4755))
+    archive, save = make_archive([base_layer], base=1)
+    base = image(id="sha256:base", diff_ids=(sha256(base_layer),))
+    built = image(diff_ids=(sha256(base_layer),))  # CMD, ENV, LABEL: metadata only
+
+    findings = inspection.FilesCheck()(Subject("FROM b\nCMD x\n", built, base, archive))
+
+    assert findings == []
+    assert save.calls == []
+
+
+def test_files_check_saves_and_reads_an_image_that_adds_a_layer(
+    make_archive: ArchiveFactory,
+) -> None:
+    base_layer, added = layer("bin/sh"), layer(Entry("app/tool", b"x", mode=0o4755))
+    archive, save = make_archive([base_layer, added], base=1)
+    base = image(id="sha256:base", diff_ids=(sha256(base_layer),))
+    built = image(diff_ids=(sha256(base_layer), sha256(added)))
+
+    findings = inspection.FilesCheck()(Subject("FROM b\nCOPY . .\n", built, base, archive))
+
+    assert [f.path for f in findings] == ["/app/tool"]
+    assert len(save.calls) == 1
+
+
 def test_files_check_private_keys_by_header_and_by_name(make_archive: ArchiveFactory) -> None:
     added = layer(
         Entry("opt/model/deploy_key", PEM_KEY),
