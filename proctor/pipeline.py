@@ -225,8 +225,7 @@ class Pipeline:
         except exceptions.BuildError as exc:
             where = f" at {exc.step!r}" if exc.step else ""
             raise _Failed(ErrorCode.BUILD_FAILED, f"the build failed{where}: {exc}") from exc
-        self._observe(Status.BUILDING, time.monotonic() - started)
-        self._record(job_id, image_id=image_id)
+        self._record(job_id, (Status.BUILDING, time.monotonic() - started), image_id=image_id)
         return image_id
 
     def _ensure_base_image(self, image: str, on_log: LogSink) -> None:
@@ -264,10 +263,10 @@ class Pipeline:
             image_id,
             lambda progress: on_log(f"[proctor] {progress}\n"),
         )
-        self._record(job_id, findings=[f.record() for f in findings])
-        for finding in findings:
-            on_log(f"[proctor] {checks.describe(finding.record())}\n")
-        self._observe(Status.SCANNING, time.monotonic() - started)
+        records = [f.record() for f in findings]
+        self._record(job_id, (Status.SCANNING, time.monotonic() - started), findings=records)
+        for record in records:
+            on_log(f"[proctor] {checks.describe(record)}\n")
         blockers = self.policy.blocking(findings)
         if blockers:
             raise _Failed(ErrorCode.SCAN_REJECTED, checks.rejection_message(blockers))
@@ -290,11 +289,10 @@ class Pipeline:
                 raise _Failed(
                     ErrorCode.INTERNAL, f"dataset {ticket.dataset!r} is not on this worker"
                 )
-        self._advance(job_id, Status.RUNNING, control)
         profile = SandboxProfile.for_job(
             self.settings, image_user=image.user, timeout=ticket.timeout, gpus=ticket.gpus
         )
-        self._record(job_id, sandbox=profile.record())
+        self._advance(job_id, Status.RUNNING, control, sandbox=profile.record())
         capped = profile.output_capped
         try:
             with scratch.output_dir(output_dir, max_bytes=profile.output_max_bytes, capped=capped):
@@ -357,9 +355,15 @@ class Pipeline:
         if control.abort.is_set():
             raise Interrupted(control.reason)
 
-    def _advance(self, job_id: str, status: Status, control: Control) -> None:
+    # One transaction per step of the pipeline: a transaction costs about as much as the
+    # work of a trivial job's scanning phase.
+
+    def _advance(self, job_id: str, status: Status, control: Control, **values: object) -> None:
+        """Move the job to `status`, recording `values` (facts for it) in the same transaction."""
         self._check_point(control)
         with db.session_scope(self.settings) as session:
+            if values:
+                store.record(session, job_id, self.worker_id, **values)
             moved = store.advance(session, job_id, self.worker_id, status)
         if not moved:
             # Either cancelled (the flag blocks the move) or the lease went elsewhere.
@@ -372,8 +376,10 @@ class Pipeline:
         with db.session_scope(self.settings) as session:
             return job_id in store.cancel_requested(session, [job_id])
 
-    def _record(self, job_id: str, **values: object) -> None:
+    def _record(self, job_id: str, took: tuple[Status, float], **values: object) -> None:
+        """Record what a phase learnt, and how long it `took` (the phase histogram)."""
         with db.session_scope(self.settings) as session:
+            store.observe_phase(session, *took)
             store.record(session, job_id, self.worker_id, **values)
 
     def _observe(self, phase: Status, seconds: float) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, text, update
+from sqlalchemy import ColumnElement, case, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -508,18 +508,22 @@ def clear_logs(session: Session, job_id: str) -> None:
 
 def observe_phase(session: Session, phase: Status, seconds: float) -> None:
     """Add one duration to the shared cumulative histogram of a phase."""
-    _ensure_histogram(session, phase)
+    # One statement when the phase's rows exist, as they do after its first observation.
+    if not _add_observation(session, phase, seconds):
+        _ensure_histogram(session, phase)
+        _add_observation(session, phase, seconds)
+
+
+def _add_observation(session: Session, phase: Status, seconds: float) -> bool:
     buckets = [bucket_label(b) for b in PHASE_BUCKETS_SECONDS if seconds <= b]
-    session.execute(
+    result = session.execute(
         update(PhaseHistogram)
-        .where(PhaseHistogram.phase == phase.value, PhaseHistogram.bucket.in_(buckets))
-        .values(value=PhaseHistogram.value + 1)
+        .where(PhaseHistogram.phase == phase.value, PhaseHistogram.bucket.in_([*buckets, "sum"]))
+        .values(
+            value=PhaseHistogram.value + case((PhaseHistogram.bucket == "sum", seconds), else_=1.0)
+        )
     )
-    session.execute(
-        update(PhaseHistogram)
-        .where(PhaseHistogram.phase == phase.value, PhaseHistogram.bucket == "sum")
-        .values(value=PhaseHistogram.value + seconds)
-    )
+    return _rowcount(result) > 0
 
 
 def phase_histograms(session: Session) -> dict[str, dict[str, float]]:
