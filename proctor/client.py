@@ -24,6 +24,7 @@ from proctor.config import Settings
 CONNECT_TIMEOUT_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 60.0
 POLL_SECONDS = 0.5
+WAIT_SECONDS = 25.0  # how long one request of `Client.wait` waits on the server; < the read timeout
 OUTAGE_SECONDS = 60.0
 """How long `Client.wait` keeps polling through a server outage (a restart) before failing."""
 USER_AGENT = f"proctor-cli/{__version__}"
@@ -222,8 +223,13 @@ class Client:
         """A new webhook secret for the caller (the old one stops working)."""
         return str(_json_object(self._request("POST", WEBHOOK_SECRET_PATH))["webhook_secret"])
 
-    def get_job(self, job_id: str) -> Job:
-        return _json_object(self._request("GET", f"{JOBS_PATH}/{job_id}"))
+    def get_job(self, job_id: str, *, wait: float = 0, after: str | None = None) -> Job:
+        """The job; with WAIT, the server answers as soon as its status is no longer
+        AFTER (without AFTER: once it is final), or after WAIT seconds."""
+        params: dict[str, str | float] = {"wait": wait} if wait else {}
+        if wait and after:
+            params["after"] = after
+        return _json_object(self._request("GET", f"{JOBS_PATH}/{job_id}", params=params))
 
     def list_jobs(
         self,
@@ -283,23 +289,28 @@ class Client:
         poll_seconds: float = POLL_SECONDS,
         outage_seconds: float = OUTAGE_SECONDS,
     ) -> Job:
-        """Poll JOB until it is final and return it; ride out a short server outage.
+        """Follow JOB until it is final and return it; ride out a short server outage.
 
-        ON_POLL, if given, sees the latest known state before each poll and whether the
-        server answered the last one.
+        Each request waits on the server for the job's next status (`?wait=`), so a
+        change is seen at once. ON_POLL, if given, sees the latest known state before each
+        request and whether the server answered the last one.
         """
         outage_since: float | None = None
         while job["status"] not in jobs.FINAL_STATES:
             if on_poll is not None:
                 on_poll(job, outage_since is None)
-            time.sleep(poll_seconds)
+            known = job["status"]
+            started = time.monotonic()
             try:
-                job = self.get_job(job["id"])
+                job = self.get_job(job["id"], wait=WAIT_SECONDS, after=known)
                 outage_since = None
             except ClientError as exc:
                 outage_since = outage_since or time.monotonic()
                 if not exc.transient or time.monotonic() - outage_since > outage_seconds:
                     raise
+            if job["status"] == known and time.monotonic() - started < poll_seconds:
+                # An answer that did not wait (a server without `wait`, an outage): pace.
+                time.sleep(poll_seconds)
         return job
 
     # --- datasets and the leaderboard ---------------------------------------------------

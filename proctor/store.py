@@ -35,6 +35,7 @@ from proctor.models import (
 )
 
 QUEUE_CHANNEL = "proctor_jobs"  # PostgreSQL NOTIFY channel: a job entered the queue
+CHANGES_CHANNEL = "proctor_job_changes"  # PostgreSQL NOTIFY channel: this job's status changed
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 200
 PHASE_BUCKETS_SECONDS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, math.inf)
@@ -95,9 +96,15 @@ def create_job(session: Session, new: NewJob) -> Job:
 
 
 def notify_queued(session: Session) -> None:
-    """Wake listening workers at commit (PostgreSQL); elsewhere workers poll."""
+    """Wake listening workers at commit (PostgreSQL; on SQLite they watch the file)."""
+    _notify(session, QUEUE_CHANNEL, "")
+
+
+def _notify(session: Session, channel: str, payload: str) -> None:
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": QUEUE_CHANNEL})
+        session.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
+        )
 
 
 # --- reading, as a user sees it ------------------------------------------------------
@@ -426,6 +433,9 @@ def release_expired(session: Session, max_attempts: int) -> int:
     )
     if _rowcount(requeued):
         notify_queued(session)
+        _notify(session, CHANGES_CHANNEL, "")  # no payload: any job may have changed
+    for job_id in (*cancelled, *lost):
+        _notify(session, CHANGES_CHANNEL, job_id)
     enqueue_callbacks(session, [*cancelled, *lost])
     return len(cancelled) + len(lost) + _rowcount(requeued)
 
@@ -546,7 +556,7 @@ def _ensure_histogram(session: Session, phase: Status) -> None:
 
 
 def _stamp(session: Session, job_id: str, status: Status, when: dt.datetime) -> None:
-    """Note in the job's timeline when it entered a state."""
+    """Note in the job's timeline when it entered a state, and tell whoever waits on it."""
     timeline = session.scalar(select(Job.timeline).where(Job.id == job_id)) or {}
     session.execute(
         update(Job)
@@ -554,6 +564,7 @@ def _stamp(session: Session, job_id: str, status: Status, when: dt.datetime) -> 
         .values(timeline={**timeline, status.value: when.isoformat()})
         .execution_options(synchronize_session=False)
     )
+    _notify(session, CHANGES_CHANNEL, job_id)
 
 
 def _rowcount(result: Any) -> int:

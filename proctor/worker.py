@@ -17,13 +17,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 
-import psycopg
-from sqlalchemy.engine import make_url
-
-from proctor import datasets, db, exceptions, results, store, webhooks
+from proctor import changes, datasets, db, exceptions, results, store, webhooks
 from proctor.api.schemas import webhook_body
 from proctor.config import Settings
 from proctor.engine import DockerEngine, Executor
@@ -33,11 +29,9 @@ from proctor.pipeline import Control, Pipeline, StopReason, Ticket
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 1.0
-LISTEN_TIMEOUT_SECONDS = 1.0
 DB_RETRY_SECONDS = 2.0
 ENGINE_FAILURE_BACKOFF_SECONDS = 5.0
 SIGNAL_CHECK_SECONDS = 0.2  # how soon the main thread acts on SIGTERM/SIGINT
-DB_WATCH_SECONDS = 0.02  # how often a worker on SQLite looks at the database file's stamp
 
 
 def worker_name() -> str:
@@ -77,11 +71,19 @@ class Worker:
             threading.Thread(target=self._supervise, name="supervisor", daemon=True),
             self._webhooks.thread,
         ]
-        backend = make_url(self.settings.database_url).get_backend_name()
-        if backend == "postgresql":
-            threading.Thread(target=self._listen, name="listener", daemon=True).start()
-        elif backend == "sqlite":
-            threading.Thread(target=self._watch_sqlite, name="db-watch", daemon=True).start()
+        # Claim a job as soon as one is queued, not at the next poll: on PostgreSQL a
+        # NOTIFY says so; on SQLite any change to the database files (it has no NOTIFY).
+        threading.Thread(
+            target=changes.listen,
+            args=(
+                self.settings.database_url,
+                store.QUEUE_CHANNEL,
+                lambda _: self._wakeup.set(),
+                self._stopping,
+            ),
+            name="listener",
+            daemon=True,
+        ).start()
         for thread in self._threads:
             thread.start()
         log.info("worker %s started with %d slot(s)", self.id, self.settings.worker_concurrency)
@@ -267,58 +269,12 @@ class Worker:
             except exceptions.ServiceUnavailable as exc:
                 log.warning("supervisor: database unavailable: %s", exc.message)
 
-    def _listen(self) -> None:
-        """Wake the slots as soon as PostgreSQL says a job was queued (LISTEN/NOTIFY);
-        polling stays as the fallback while the connection is down."""
-        conninfo = make_url(self.settings.database_url).set(drivername="postgresql")
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(
-                    conninfo.render_as_string(hide_password=False), autocommit=True
-                ) as connection:
-                    connection.execute(f"LISTEN {store.QUEUE_CHANNEL}")
-                    while not self._stopping.is_set():
-                        for _ in connection.notifies(timeout=LISTEN_TIMEOUT_SECONDS):
-                            self._wakeup.set()
-            except psycopg.Error as exc:
-                log.warning("listener: %s; polling until the database is back", exc)
-                self._stopping.wait(DB_RETRY_SECONDS)
-
-    def _watch_sqlite(self) -> None:
-        """Wake the slots as soon as the SQLite database changes, since a job may have
-        been queued: SQLite has no LISTEN, and waiting out the poll interval delays every
-        job's start by up to that much. Looking at two files' size and time is far cheaper
-        than a claim, which stays the only way a job is taken."""
-        database = make_url(self.settings.database_url).database
-        if not database or database == ":memory:":
-            return
-        files = (Path(database), Path(f"{database}-wal"))
-        seen = _stamp(files)
-        while not self._stopping.wait(DB_WATCH_SECONDS):
-            stamp = _stamp(files)
-            if stamp != seen:
-                seen = stamp
-                self._wakeup.set()
-
     def _stop_job(self, job_id: str, reason: StopReason) -> None:
         with self._active_lock:
             control = self._active.get(job_id)
         if control is not None:
             log.info("job %s: stopping (%s)", job_id, reason)
             control.stop(reason)
-
-
-def _stamp(files: tuple[Path, ...]) -> tuple[tuple[int, int], ...]:
-    """Size and modification time of each file ((0, 0) when it does not exist)."""
-    stamps = []
-    for path in files:
-        try:
-            info = path.stat()
-        except OSError:
-            stamps.append((0, 0))
-        else:
-            stamps.append((info.st_size, info.st_mtime_ns))
-    return tuple(stamps)
 
 
 def run_worker(settings: Settings) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -11,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proctor import __version__, exceptions, results
+from proctor import __version__, changes, exceptions, results, store
 from proctor.api.routes import datasets, health, jobs, web
 from proctor.api.routes import results as results_routes
 from proctor.config import Settings
@@ -96,12 +98,21 @@ class _MeasureLatency:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    watch = changes.JobWatch(settings.database_url, store.CHANGES_CHANNEL)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        watch.close()
+
     app = FastAPI(
         title="proctor",
         version=__version__,
         summary="Evaluate untrusted ML submissions in a locked-down sandbox.",
+        lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.job_watch = watch  # requests waiting on a job (GET /api/v1/jobs/{id}?wait=)
     results.signing_key(settings)  # created on first start if this deployment has none
     app.state.metrics = Metrics(settings)
     app.add_exception_handler(exceptions.ProctorError, _proctor_error)

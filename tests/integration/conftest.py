@@ -113,12 +113,13 @@ def make_api(settings: Settings) -> Iterator[ApiFactory]:
     ) -> Api:
         chosen = app_settings or settings
         http = TestClient(create_app(chosen), raise_server_exceptions=False)
+        http.__enter__()  # runs the app's lifespan, so its shutdown is run too
         clients.append(http)
         return Api(http=http, token=users.add_user(chosen, name, admin=admin), name=name)
 
     yield make
     for client in clients:
-        client.close()
+        client.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -12,7 +14,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from proctor import checks, db, exceptions, jobs, results, store, submissions
+from proctor import changes, checks, db, exceptions, jobs, results, store, submissions
 from proctor.api.deps import CurrentUser, SettingsDep
 from proctor.api.schemas import (
     BatchItem,
@@ -29,6 +31,8 @@ from proctor.models import Job, User
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 FOLLOW_POLL_SECONDS = 0.5
+WAIT_MAX_SECONDS = 60
+WAIT_RECHECK_SECONDS = 1.0  # a waiting request reads its job at least this often
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 FORM_FIELD_MAX_BYTES = 64 * 1024
 RAW_TYPES = frozenset(
@@ -322,9 +326,46 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
-def get_job(job_id: str, user: CurrentUser, settings: SettingsDep) -> JobOut:
-    """One job."""
-    return _job_out(settings, job_id, user)
+async def get_job(
+    job_id: str,
+    request: Request,
+    user: CurrentUser,
+    settings: SettingsDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=WAIT_MAX_SECONDS,
+            description="seconds to hold the answer until the job changes (see `after`)",
+        ),
+    ] = 0,
+    after: Annotated[
+        jobs.Status | None,
+        Query(
+            description="with `wait`: answer once the status is no longer this one "
+            "(the one the client knows); without it, once the job is final"
+        ),
+    ] = None,
+) -> JobOut:
+    """One job. With `wait`, the answer comes as soon as the job changes, or when the
+    time is up (the job as it is then): no need to poll."""
+    if wait == 0:
+        return await run_in_threadpool(_job_out, settings, job_id, user)
+    watch: changes.JobWatch = request.app.state.job_watch
+    deadline = time.monotonic() + wait
+    with watch.subscribe(job_id) as changed:  # before reading: no change slips between
+        while True:
+            changed.clear()
+            job = await run_in_threadpool(_job_out, settings, job_id, user)
+            left = deadline - time.monotonic()
+            moved = after is not None and job.status != after
+            if job.status.is_final or moved or left <= 0:
+                return job
+            # A change wakes this at once; the timeout is the fallback for a lost notice.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(left, WAIT_RECHECK_SECONDS))
+            if await request.is_disconnected():
+                return job
 
 
 @router.get("/{job_id}/result", response_model=SignedResult, responses=ERRORS)
