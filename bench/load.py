@@ -65,9 +65,20 @@ def parse_wrk(output: str) -> Load:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User and system CPU time a process and its descendants (e.g. the API processes
+    `serve --processes` starts) have used so far."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        one = pending.pop()
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{one}/task/{one}/children").read_text().split()
+        except OSError:  # it exited meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        pending += [int(child) for child in children]
+    return total
 
 
 def wrk(

@@ -3,6 +3,7 @@ same run (see README.md for what each compares)."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import time
@@ -42,6 +43,7 @@ POST_RPS_MIN = 200.0
 HISTORY_RATIO_MAX = 2.0
 MEMORY_RATIO_MAX = 2.0  # under load, at most twice the idle resident size
 WARMUP_JOBS = 2
+API_PROCESSES = os.cpu_count() or 1  # `serve --processes`: one per core
 SLEEPY_DOCKERFILE = (
     "FROM proctor/busybox:latest\n"
     'CMD ["sh", "-c", "sleep 30; echo \'{\\"perf\\": 1}\' > /data/perf.json"]\n'
@@ -158,7 +160,12 @@ def api(options: Options) -> list[Row]:
     with no auth, database or job JSON) on the same server."""
     seconds = options.load_seconds
     label = options.backend
-    with deployment(options.databases, max_queued_per_user="0", worker_concurrency="2") as service:
+    with deployment(
+        options.databases,
+        max_queued_per_user="0",
+        worker_concurrency="2",
+        api_processes=str(API_PROCESSES),
+    ) as service:
         server = service.start("serve").pid
         service.start("worker")
         with service.client() as client:
@@ -172,7 +179,10 @@ def api(options: Options) -> list[Row]:
             post = wrk(
                 f"{service.url}/api/v1/jobs", seconds, service.token, POST_DOCKERFILE, server
             )
-    note = f"wrk -c{WRK_CONNECTIONS}, {seconds} s, baseline GET /healthz"
+    note = (
+        f"wrk -c{WRK_CONNECTIONS}, {seconds} s, {API_PROCESSES} API processes, "
+        "baseline GET /healthz"
+    )
     rows = [
         Row(
             f"GET job, {label}",

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # API server processes of `serve` and `up`, sharing the port: one per core serves
+    # that many times the requests.
+    api_processes: int = Field(1, ge=1, le=64)
     docker_host: str | None = None
 
     allowed_base_images: CsvList = ["*"]

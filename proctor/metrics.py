@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from proctor import db, exceptions, jobs, store
 from proctor.config import Settings
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by `serve` when it runs several processes
 LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -49,15 +52,23 @@ class JobCollector(Collector):
 
 
 class Metrics:
-    """The registry of one API app."""
+    """The registry of one API app.
+
+    When `serve` runs several processes it names a folder in PROMETHEUS_MULTIPROC_DIR:
+    each process then writes its latency histogram there, and a scrape, whichever
+    process answers it, adds up every process's figures.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.registry = CollectorRegistry()
+        shared = os.environ.get(METRICS_DIR_ENV)
         self.latency = Histogram(
             "proctor_api_request_seconds",
             "API request latency.",
             ["method", "route", "status"],
             buckets=LATENCY_BUCKETS_SECONDS,
-            registry=self.registry,
+            registry=None if shared else self.registry,
         )
+        if shared:
+            MultiProcessCollector(self.registry, path=shared)  # type: ignore[no-untyped-call]
         self.registry.register(JobCollector(settings))

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proctor import __version__, changes, exceptions, results, store
 from proctor.api.routes import datasets, health, jobs, web
 from proctor.api.routes import results as results_routes
-from proctor.config import Settings
+from proctor.config import Settings, get_settings
 from proctor.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -127,3 +127,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_middleware(_MeasureLatency, metrics=app.state.metrics)
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app of one of several `serve` processes: settings from the environment and
+    PROCTOR_CONFIG, as the process that started them read them."""
+    return create_app(get_settings())

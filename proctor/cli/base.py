@@ -64,6 +64,17 @@ PortOption = Annotated[
     int | None,
     typer.Option("--port", envvar="PROCTOR_PORT", min=1, max=65535, help="Port to listen on."),
 ]
+ProcessesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        envvar="PROCTOR_API_PROCESSES",
+        min=1,
+        max=64,
+        help="API server processes sharing the port (about one per core).",
+        show_default=False,
+    ),
+]
 JobId = Annotated[str, typer.Argument(help="A job id, as `submit` and `list` print it.")]
 
 
@@ -111,12 +122,15 @@ def errors() -> Iterator[None]:
         fail(exc.message)
 
 
-def load_settings(host: str | None = None, port: int | None = None) -> Settings:
+def load_settings(
+    host: str | None = None, port: int | None = None, processes: int | None = None
+) -> Settings:
     try:
         settings = get_settings()
     except ValueError as exc:  # pydantic's ValidationError names every bad setting
         fail(f"invalid configuration: {exc}")
-    updates = {key: value for key, value in (("host", host), ("port", port)) if value is not None}
+    flags = (("host", host), ("port", port), ("api_processes", processes))
+    updates = {key: value for key, value in flags if value is not None}
     return settings.model_copy(update=updates) if updates else settings
 
 

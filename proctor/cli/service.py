@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -25,6 +26,7 @@ from proctor.cli.base import (
     HostOption,
     JsonOption,
     PortOption,
+    ProcessesOption,
     app,
     config_app,
     db_app,
@@ -41,21 +43,21 @@ from proctor.client import ClientError, Credentials
 from proctor.config import Settings
 
 if TYPE_CHECKING:
-    import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
 
 @app.command()
-def up(host: HostOption = None, port: PortOption = None) -> None:
+def up(host: HostOption = None, port: PortOption = None, processes: ProcessesOption = None) -> None:
     """Run the API and a worker together on this machine (the embedded default)."""
     from proctor import db
 
     setup_logging()
-    settings = load_settings(host, port)
+    settings = load_settings(host, port, processes)
     url = api_client.service_url(settings.host, settings.port)
     with errors():
         db.upgrade(settings)
         _ensure_admin_credentials(settings, url)
-    server = _server(settings)
+    server = ApiServer(settings)
     stop = _StopRequest.install(server)
     worker = _start_worker(settings)
     worker_died = _watch_worker(worker, server)
@@ -63,11 +65,11 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
         render.banner(__version__, url, str(settings.credentials_path), _client_env(settings))
     )
     try:
-        _run_server(server)
+        server.run()
     finally:
         _stop_worker(worker, settings.worker_drain_seconds + WORKER_STOP_GRACE_SECONDS)
     # Ctrl-C in a terminal reaches the worker too, and it may exit first: not a crash.
-    if worker_died.is_set() and not stop.requested:
+    if worker_died.is_set() and not (stop.requested or server.signalled):
         fail(f"the worker exited unexpectedly with code {worker.returncode}", EXIT_FAILED)
 
 
@@ -79,16 +81,16 @@ class _StopRequest:
     `up` still gets to stop its worker. Before uvicorn serves, it stops it early.
     """
 
-    def __init__(self, server: uvicorn.Server) -> None:
+    def __init__(self, server: ApiServer) -> None:
         self.server = server
         self.requested = False
 
     def __call__(self, _signum: int, _frame: FrameType | None) -> None:
         self.requested = True
-        self.server.should_exit = True
+        self.server.stop()
 
     @classmethod
-    def install(cls, server: uvicorn.Server) -> _StopRequest:
+    def install(cls, server: ApiServer) -> _StopRequest:
         handler = cls(server)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, handler)
@@ -129,14 +131,14 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", PROG_NAME, "worker"], env=environment)
 
 
-def _watch_worker(worker: subprocess.Popen[bytes], server: uvicorn.Server) -> threading.Event:
+def _watch_worker(worker: subprocess.Popen[bytes], server: ApiServer) -> threading.Event:
     """Stop the server when the worker exits; the returned event says it did."""
     died = threading.Event()
 
     def watch() -> None:
         worker.wait()
         died.set()
-        server.should_exit = True
+        server.stop()
 
     threading.Thread(target=watch, name="watch-worker", daemon=True).start()
     return died
@@ -155,33 +157,92 @@ def _stop_worker(worker: subprocess.Popen[bytes], grace_seconds: float) -> None:
         worker.wait()
 
 
-def _server(settings: Settings) -> uvicorn.Server:
-    import uvicorn
+class ApiServer:
+    """uvicorn serving the API: in this process, or in `api_processes` processes that
+    share the listening socket (uvicorn's supervisor restarts one that dies).
 
-    from proctor.api.app import create_app
+    With several processes the request metrics go through files in a folder of their
+    own (prometheus_client's multiprocess mode), so that `/metrics`, whichever process
+    answers it, counts the requests of all of them.
+    """
 
-    config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, log_level="info"
-    )
-    return uvicorn.Server(config)
+    def __init__(self, settings: Settings) -> None:
+        import uvicorn
 
+        from proctor.api.app import create_app
 
-def _run_server(server: uvicorn.Server) -> None:
-    """Serve until stopped (see `_StopRequest`), then return normally."""
-    try:
-        server.run()
-    except SystemExit as exc:  # uvicorn exits when it cannot start (e.g. the port is taken)
-        if exc.code:
-            fail(f"the API server could not start on {server.config.host}:{server.config.port}")
+        self.settings = settings
+        self.signalled = False  # the supervisor of several processes stopped on a signal
+        self._stopping = False
+        self._supervisor: Multiprocess | None = None
+        if settings.api_processes == 1:
+            app: Any = create_app(settings)
+            options: dict[str, Any] = {}
+        else:
+            # Each process builds its app from the same environment (see create_app_from_env)
+            app, options = f"{create_app.__module__}:create_app_from_env", {"factory": True}
+        self.config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            workers=settings.api_processes,
+            **options,
+        )
+        self._server = uvicorn.Server(self.config)
+
+    def run(self) -> None:
+        """Serve until stopped (see `_StopRequest`), then return normally."""
+        try:
+            if self.settings.api_processes == 1:
+                self._server.run()
+            else:
+                self._run_processes()
+        except SystemExit as exc:  # uvicorn exits when it cannot start (e.g. the port is taken)
+            if exc.code:
+                fail(f"the API server could not start on {self.config.host}:{self.config.port}")
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._server.should_exit = True
+        if self._supervisor is not None:
+            self._supervisor.should_exit.set()
+
+    def _run_processes(self) -> None:
+        from uvicorn.supervisors import Multiprocess
+
+        from proctor.metrics import METRICS_DIR_ENV
+
+        metrics = self.settings.home / "run" / f"api-metrics-{os.getpid()}"
+        shutil.rmtree(metrics, ignore_errors=True)
+        metrics.mkdir(parents=True)
+        os.environ[METRICS_DIR_ENV] = str(metrics)  # the processes inherit it
+        try:
+            socket = self.config.bind_socket()
+        except OSError:
+            shutil.rmtree(metrics, ignore_errors=True)
+            raise SystemExit(1) from None
+        # Installs its own SIGINT/SIGTERM handlers: `_StopRequest` no longer sees them.
+        self._supervisor = Multiprocess(self.config, sockets=[socket])
+        if self._stopping:
+            self._supervisor.should_exit.set()
+        try:
+            self._supervisor.run()
+        finally:
+            socket.close()
+            shutil.rmtree(metrics, ignore_errors=True)
+        self.signalled = not self._stopping
 
 
 @app.command()
-def serve(host: HostOption = None, port: PortOption = None) -> None:
+def serve(
+    host: HostOption = None, port: PortOption = None, processes: ProcessesOption = None
+) -> None:
     """Run the API server only (for scale-out: workers run elsewhere)."""
     setup_logging()
-    server = _server(load_settings(host, port))
+    server = ApiServer(load_settings(host, port, processes))
     _StopRequest.install(server)
-    _run_server(server)
+    server.run()
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -120,10 +121,10 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Callable[[], str
         time.sleep(READY_POLL_SECONDS)
 
 
-@pytest.fixture
-def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
-    """`proctor up --port P` on a fresh PROCTOR_HOME (and, with --database postgresql, a
-    fresh PostgreSQL database); stopped with SIGINT, which must exit 0."""
+@contextlib.contextmanager
+def running_up(request: pytest.FixtureRequest, tmp_path: Path, *args: str) -> Iterator[Service]:
+    """`proctor up --port P ARGS` on a fresh PROCTOR_HOME (and, with --database postgresql,
+    a fresh PostgreSQL database); stopped with SIGINT, which must exit 0."""
     home = tmp_path / "home"
     port = free_port()
     databases = FreshDatabases(request.config.getoption("--database"), tmp_path)
@@ -141,7 +142,7 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
     with (
         log_path.open("wb") as log,
         subprocess.Popen(
-            [sys.executable, "-m", "proctor", "up", "--port", str(port)],
+            [sys.executable, "-m", "proctor", "up", "--port", str(port), *args],
             env=server_env,
             cwd=ROOT,
             stdout=log,
@@ -166,3 +167,10 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
             elif not service.stopped:
                 pytest.fail(f"proctor up died during the test:\n{service.log()}")
             databases.drop_all()
+
+
+@pytest.fixture
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+    """`proctor up` (see `running_up`)."""
+    with running_up(request, tmp_path) as service:
+        yield service
