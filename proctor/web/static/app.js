@@ -4,7 +4,9 @@ import { ApiError, json, query, request, session, streamText } from "./api.js";
 import { scoreChart, svg } from "./chart.js";
 import { filesOfEntry, packContext, relativeToTop } from "./tar.js";
 
-const POLL_MS = 2000; // job list and job page refresh while anything may change
+const POLL_MS = 2000; // the job list refreshes while anything may change
+const WAIT_SECONDS = 25; // the job page asks the server to answer once the job changes
+const TICK_MS = 1000; // the job page's "so far" durations
 const BOARD_POLL_MS = 5000;
 const PAGE_SIZE = 20;
 const STATUSES = ["queued", "building", "scanning", "running", "succeeded", "failed", "cancelled"];
@@ -320,20 +322,23 @@ function jobView(id) {
     }
   }
 
+  // "done" (final, gone, or left), "again" (ask at once), or "later" (it failed: wait).
   async function refresh() {
     try {
-      const job = await json(`/jobs/${id}`, { signal: controller.signal });
+      // Known and not final: the server answers once the status changes (no polling).
+      const wait = status && !FINAL.has(status) ? query({ wait: WAIT_SECONDS, after: status }) : "";
+      const job = await json(`/jobs/${id}${wait}`, { signal: controller.signal });
       show(job);
       if (!logsStarted) {
         logsStarted = true;
         follow("build", FINAL.has(job.status));
         follow("run", FINAL.has(job.status));
       }
-      return FINAL.has(job.status);
+      return FINAL.has(job.status) ? "done" : "again";
     } catch (failure) {
-      if (failure.name === "AbortError") return true;
+      if (failure.name === "AbortError") return "done";
       actionError.textContent = errorText(failure);
-      return failure instanceof ApiError && failure.status === 404;
+      return failure instanceof ApiError && failure.status === 404 ? "done" : "later";
     }
   }
 
@@ -362,13 +367,18 @@ function jobView(id) {
 
   let timer = null;
   const loop = async () => {
-    const done = await refresh();
-    if (!done && !controller.signal.aborted) timer = setTimeout(loop, POLL_MS);
+    const next = await refresh();
+    if (next === "done" || controller.signal.aborted) return;
+    timer = setTimeout(loop, next === "later" ? POLL_MS : 0); // after a failure, as a poll would
   };
   loop();
+  const ticker = setInterval(() => {
+    if (last && !FINAL.has(status)) timeline.replaceChildren(...timelineItems(JSON.parse(last)));
+  }, TICK_MS);
   return () => {
     controller.abort();
     clearTimeout(timer);
+    clearInterval(ticker);
   };
 }
 
