@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proctor import __version__, exceptions, results
+from proctor import __version__, exceptions, results, users
 from proctor.api.routes import datasets, health, jobs, web
 from proctor.api.routes import results as results_routes
 from proctor.config import Settings
@@ -104,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     results.signing_key(settings)  # created on first start if this deployment has none
     app.state.metrics = Metrics(settings)
+    app.state.token_cache = users.TokenCache()
     app.add_exception_handler(exceptions.ProctorError, _proctor_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

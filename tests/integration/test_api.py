@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 
+from proctor import db, users
 from proctor.config import Settings
 
 from ..conftest import SettingsFactory
@@ -244,3 +245,43 @@ def test_api_queue_cap_per_user_is_429(
 
     assert_error(alice.submit(TRIVIAL), 429, "too_many_requests", "2 jobs waiting")
     assert bob.submit(TRIVIAL).status_code == 201
+
+
+def test_api_token_cache_keeps_an_accepted_token_for_its_ttl(api: Api, settings: Settings) -> None:
+    now = [0.0]
+    cache = users.TokenCache(ttl_seconds=5, clock=lambda: now[0])
+    api.http.app.state.token_cache = cache  # type: ignore[attr-defined]
+    assert api.get("/api/v1/jobs").status_code == 200
+    with db.session_scope(settings) as session:
+        alice = users.find_user(session, "alice")
+        expected = users.Caller(id=alice.id, name="alice", is_admin=False)
+    assert cache.get(api.token) == expected
+
+    users.issue_token(settings, "alice", admin=True)  # the old token is no longer valid
+    now[0] = 4.9
+    assert api.get("/api/v1/jobs").status_code == 200  # within the TTL: the cached caller
+    now[0] = 5.0
+    stale = api.get("/api/v1/jobs")
+
+    assert_error(stale, 401, "unauthorized")
+    assert stale.json() == {
+        "error": {"code": "unauthorized", "message": "the bearer token is not valid"}
+    }
+    assert len(cache) == 0
+
+
+def test_api_token_cache_never_keeps_a_refused_token(api: Api) -> None:
+    cache: users.TokenCache = api.http.app.state.token_cache  # type: ignore[attr-defined]
+    headers = {"Authorization": "Bearer pct_nope"}
+
+    first = api.http.get("/api/v1/jobs", headers=headers)
+    second = api.http.get("/api/v1/jobs/ffffffffffff", headers=headers)
+
+    for response in (first, second):
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json() == {
+            "error": {"code": "unauthorized", "message": "the bearer token is not valid"}
+        }
+    assert cache.get("pct_nope") is None
+    assert len(cache) == 0

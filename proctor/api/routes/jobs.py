@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from proctor import checks, db, exceptions, jobs, results, store, submissions
+from proctor import checks, db, exceptions, jobs, results, store, submissions, users
 from proctor.api.deps import CurrentUser, SettingsDep
 from proctor.api.schemas import (
     BatchItem,
@@ -24,7 +24,7 @@ from proctor.api.schemas import (
     SignedResult,
 )
 from proctor.config import Settings
-from proctor.models import Job, User
+from proctor.models import Job
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -45,7 +45,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def _job_out(settings: Settings, job_id: str, viewer: User) -> JobOut:
+def _job_out(settings: Settings, job_id: str, viewer: users.Viewer) -> JobOut:
     with db.session_scope(settings) as session:
         job = store.get_job(session, job_id, viewer)
         names = store.owner_names(session, [job.owner_id], viewer)
