@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 
 import pytest
 
 from proctor import db, users
+from proctor.api.schemas import JobOut
 from proctor.config import Settings
+from proctor.models import Job
 
 from ..conftest import SettingsFactory
 from .conftest import Api, ApiFactory, dockerfile, tar_context
@@ -285,3 +288,47 @@ def test_api_token_cache_never_keeps_a_refused_token(api: Api) -> None:
         }
     assert cache.get("pct_nope") is None
     assert len(cache) == 0
+
+
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def test_api_job_json_is_the_same_from_every_route(api: Api) -> None:
+    created = api.submit(TRIVIAL, name="café", timeout=30)
+    job_id = created.json()["id"]
+    read = api.get(f"/api/v1/jobs/{job_id}")
+    listed = api.get("/api/v1/jobs")
+    cancelled = api.post(f"/api/v1/jobs/{job_id}/cancel")
+
+    for response in (created, read, listed, cancelled):
+        assert response.headers["content-type"] == "application/json"
+    assert created.json() == read.json() == listed.json()["items"][0]
+    assert set(read.json()) == set(JobOut.model_fields)
+    assert listed.json()["next_cursor"] is None
+    assert read.json()["name"] == "café"
+    assert RFC3339_UTC.match(read.json()["created_at"])
+    assert read.json()["finished_at"] is None
+    final = cancelled.json()
+    assert cancelled.status_code == 202
+    assert set(final) == set(JobOut.model_fields)
+    assert final["status"] == "cancelled"
+    assert RFC3339_UTC.match(final["finished_at"])
+    assert final == api.job(job_id)
+
+
+def test_api_job_json_is_what_the_schema_writes(api: Api, settings: Settings) -> None:
+    job_id = api.submit_ok(TRIVIAL, callback_url="http://127.0.0.1:9/hook")["id"]
+    with db.session_scope(settings) as session:
+        job = session.get_one(Job, job_id)
+        job.performance = 1e-05
+        job.metrics = {"auc": 0.91, "big": 1e20}
+        job.findings = [{"rule": "DL3007", "severity": "low", "message": "é <b>", "line": 2}]
+        job.sandbox = {"network": "none", "memory_bytes": 2**31}
+
+    response = api.get(f"/api/v1/jobs/{job_id}")
+
+    with db.session_scope(settings) as session:
+        job = session.get_one(Job, job_id)
+        expected = JobOut.of(job, "alice").model_dump(mode="json")
+    assert response.json() == expected
+    assert response.json()["callback"]["state"] == "waiting"
