@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
 from proctor import exceptions, users
+from proctor.api.threads import run_blocking
 from proctor.config import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `proctor user add`")
@@ -39,7 +39,7 @@ async def current_user(
     cache: users.TokenCache = request.app.state.token_cache
     caller = cache.get(token)
     if caller is None:
-        caller = await run_in_threadpool(users.caller_of, settings, token)
+        caller = await run_blocking(users.caller_of, settings, token)
         cache.put(token, caller)
     return caller
 

@@ -24,6 +24,7 @@ from proctor.api.schemas import (
     JobPage,
     SignedResult,
 )
+from proctor.api.threads import run_blocking
 from proctor.config import Settings
 from proctor.models import Job
 
@@ -173,7 +174,7 @@ def _timeout(value: str | None) -> float | None:
 async def submit_job(request: Request, user: CurrentUser, settings: SettingsDep) -> Response:
     """Submit a Dockerfile or a .tar/.tar.gz build context."""
     upload = await _read_upload(request, settings)
-    job = await run_in_threadpool(submissions.submit, settings, user.id, upload)
+    job = await run_blocking(submissions.submit, settings, user.id, upload)
     return _json(
         JobOut.of(job, user.name), status_code=201, headers={"Location": f"/api/v1/jobs/{job.id}"}
     )
@@ -339,9 +340,13 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
-def get_job(job_id: str, user: CurrentUser, settings: SettingsDep) -> Response:
+async def get_job(job_id: str, user: CurrentUser, settings: SettingsDep) -> Response:
     """One job."""
-    return _json(_job_out(settings, job_id, user))
+    return await run_blocking(_job_json, settings, job_id, user)
+
+
+def _job_json(settings: Settings, job_id: str, viewer: users.Viewer) -> Response:
+    return _json(_job_out(settings, job_id, viewer))
 
 
 @router.get("/{job_id}/result", response_model=SignedResult, responses=ERRORS)
