@@ -27,8 +27,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TOKEN_CACHE_SECONDS = 5.0
 """How long the API trusts a token it has already checked, without asking the database.
 
-A change to a user (a new token from `proctor user add`, admin rights) reaches the API
-within this delay: until then the old token still works and the old rights still apply."""
+A change to a user (its token replaced, admin rights granted) reaches the API within this
+delay: until then the replaced token still works and the old rights still apply."""
 TOKEN_CACHE_MAX_ENTRIES = 4096
 
 

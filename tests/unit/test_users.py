@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from proctor import users
+from proctor.models import User
 
 ALICE = users.Caller(id=1, name="alice", is_admin=False)
 ROOT = users.Caller(id=2, name="root", is_admin=True)
@@ -70,7 +71,10 @@ def test_token_cache_put_again_restarts_the_ttl() -> None:
 
 
 def test_caller_of_a_user_is_a_detached_snapshot() -> None:
-    caller = users.Caller.of(ALICE)
+    user = User(id=1, name="alice", is_admin=False, token_hash=users.hash_token("pct_alice"))
+
+    caller = users.Caller.of(user)
+    user.is_admin = True
 
     assert caller == ALICE
     assert hash(caller) == hash(ALICE)
