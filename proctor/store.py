@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
-from proctor import exceptions, jobs
+from proctor import exceptions, jobs, users
 from proctor.jobs import ErrorCode, Outcome, Status
 from proctor.models import (
     Job,
@@ -110,7 +110,7 @@ def _notify(session: Session, channel: str, payload: str) -> None:
 # --- reading, as a user sees it ------------------------------------------------------
 
 
-def get_job(session: Session, job_id: str, viewer: User) -> Job:
+def get_job(session: Session, job_id: str, viewer: users.Viewer) -> Job:
     """The job, if the viewer may see it; another user's job is as good as missing."""
     job = session.get(Job, job_id)
     if job is None or (job.owner_id != viewer.id and not viewer.is_admin):
@@ -119,7 +119,7 @@ def get_job(session: Session, job_id: str, viewer: User) -> Job:
 
 
 def owner_names(
-    session: Session, owner_ids: Iterable[int], viewer: User | None = None
+    session: Session, owner_ids: Iterable[int], viewer: users.Viewer | None = None
 ) -> dict[int, str]:
     """Names of the jobs' owners; the viewer's own name needs no query."""
     ids = set(owner_ids)
@@ -149,7 +149,7 @@ def decode_cursor(cursor: str) -> str:
 
 def list_jobs(
     session: Session,
-    viewer: User,
+    viewer: users.Viewer,
     *,
     status: Status | None = None,
     limit: int = LIST_LIMIT_DEFAULT,
@@ -204,7 +204,7 @@ def counts_by_status(session: Session) -> dict[str, int]:
 # --- changes a user asks for ---------------------------------------------------------
 
 
-def request_cancel(session: Session, job_id: str, viewer: User) -> Job:
+def request_cancel(session: Session, job_id: str, viewer: users.Viewer) -> Job:
     """Cancel a queued job at once, or flag an active one for its worker to stop."""
     job = get_job(session, job_id, viewer)
     now = utcnow()

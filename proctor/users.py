@@ -5,6 +5,12 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +24,83 @@ TOKEN_BYTES = 32
 TOKEN_PREFIX = "pct_"
 WEBHOOK_SECRET_PREFIX = "whsec_"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+TOKEN_CACHE_SECONDS = 5.0
+"""How long the API trusts a token it has already checked, without asking the database.
+
+A change to a user (its token replaced, admin rights granted) reaches the API within this
+delay: until then the replaced token still works and the old rights still apply."""
+TOKEN_CACHE_MAX_ENTRIES = 4096
+
+
+class Viewer(Protocol):
+    """Who is asking: what reading and changing jobs needs to know of a user."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def is_admin(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A snapshot of an authenticated user, detached from any database session."""
+
+    id: int
+    name: str
+    is_admin: bool
+
+    @classmethod
+    def of(cls, user: Viewer) -> Caller:
+        return cls(id=user.id, name=user.name, is_admin=user.is_admin)
+
+
+class TokenCache:
+    """Recently accepted tokens and their callers, for `ttl_seconds`, at most `max_entries`.
+
+    Keyed by the token's hash, like the database. Only accepted tokens are kept: a refused
+    token is checked again every time, and the least recently used entry goes first.
+    """
+
+    def __init__(
+        self,
+        ttl_seconds: float = TOKEN_CACHE_SECONDS,
+        max_entries: int = TOKEN_CACHE_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Caller | None:
+        """The caller the token was accepted for, unless that was `ttl_seconds` ago or more."""
+        key = hash_token(token)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            expires, caller = entry
+            if self._clock() >= expires:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return caller
+
+    def put(self, token: str, caller: Caller) -> None:
+        key = hash_token(token)
+        with self._lock:
+            self._entries[key] = (self._clock() + self.ttl_seconds, caller)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def hash_token(token: str) -> str:
@@ -91,6 +174,12 @@ def authenticate(session: Session, token: str) -> User:
     if user is None:
         raise exceptions.Unauthorized("the bearer token is not valid")
     return user
+
+
+def caller_of(settings: Settings, token: str) -> Caller:
+    """`authenticate` in a session of its own, as a snapshot that outlives the session."""
+    with db.session_scope(settings) as session:
+        return Caller.of(authenticate(session, token))
 
 
 def token_is_valid(settings: Settings, token: str) -> bool:

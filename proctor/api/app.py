@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proctor import __version__, changes, exceptions, results, store
+from proctor import __version__, changes, exceptions, results, store, users
 from proctor.api.routes import datasets, health, jobs, web
 from proctor.api.routes import results as results_routes
 from proctor.config import Settings, get_settings
@@ -115,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.job_watch = watch  # requests waiting on a job (GET /api/v1/jobs/{id}?wait=)
     results.signing_key(settings)  # created on first start if this deployment has none
     app.state.metrics = Metrics(settings)
+    app.state.token_cache = users.TokenCache()
     app.add_exception_handler(exceptions.ProctorError, _proctor_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from proctor import db, exceptions, users
+from proctor import exceptions, users
+from proctor.api.threads import run_blocking
 from proctor.config import Settings
-from proctor.models import User
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `proctor user add`")
 
@@ -23,14 +23,25 @@ async def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def current_user(
+async def current_user(
+    request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+) -> users.Caller:
+    """The caller the bearer token belongs to; see `users.TOKEN_CACHE_SECONDS`.
+
+    A token accepted within the last few seconds is taken from the app's cache, with no
+    database query and no thread-pool hop; any other token is looked up in the database.
+    """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise exceptions.Unauthorized("send a bearer token: Authorization: Bearer <token>")
-    with db.session_scope(settings) as session:
-        return users.authenticate(session, credentials.credentials)
+    token = credentials.credentials
+    cache: users.TokenCache = request.app.state.token_cache
+    caller = cache.get(token)
+    if caller is None:
+        caller = await run_blocking(users.caller_of, settings, token)
+        cache.put(token, caller)
+    return caller
 
 
-CurrentUser = Annotated[User, Depends(current_user)]
+CurrentUser = Annotated[users.Caller, Depends(current_user)]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 
 import pytest
 
+from proctor import db, users
+from proctor.api.schemas import JobOut
 from proctor.config import Settings
+from proctor.models import Job
 
 from ..conftest import SettingsFactory
 from .conftest import Api, ApiFactory, dockerfile, tar_context
@@ -244,3 +248,87 @@ def test_api_queue_cap_per_user_is_429(
 
     assert_error(alice.submit(TRIVIAL), 429, "too_many_requests", "2 jobs waiting")
     assert bob.submit(TRIVIAL).status_code == 201
+
+
+def test_api_token_cache_keeps_an_accepted_token_for_its_ttl(api: Api, settings: Settings) -> None:
+    now = [0.0]
+    cache = users.TokenCache(ttl_seconds=5, clock=lambda: now[0])
+    api.http.app.state.token_cache = cache  # type: ignore[attr-defined]
+    assert api.get("/api/v1/jobs").status_code == 200
+    with db.session_scope(settings) as session:
+        alice = users.find_user(session, "alice")
+        expected = users.Caller(id=alice.id, name="alice", is_admin=False)
+    assert cache.get(api.token) == expected
+
+    users.issue_token(settings, "alice", admin=True)  # the old token is no longer valid
+    now[0] = 4.9
+    assert api.get("/api/v1/jobs").status_code == 200  # within the TTL: the cached caller
+    now[0] = 5.0
+    stale = api.get("/api/v1/jobs")
+
+    assert_error(stale, 401, "unauthorized")
+    assert stale.json() == {
+        "error": {"code": "unauthorized", "message": "the bearer token is not valid"}
+    }
+    assert len(cache) == 0
+
+
+def test_api_token_cache_never_keeps_a_refused_token(api: Api) -> None:
+    cache: users.TokenCache = api.http.app.state.token_cache  # type: ignore[attr-defined]
+    headers = {"Authorization": "Bearer pct_nope"}
+
+    first = api.http.get("/api/v1/jobs", headers=headers)
+    second = api.http.get("/api/v1/jobs/ffffffffffff", headers=headers)
+
+    for response in (first, second):
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json() == {
+            "error": {"code": "unauthorized", "message": "the bearer token is not valid"}
+        }
+    assert cache.get("pct_nope") is None
+    assert len(cache) == 0
+
+
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def test_api_job_json_is_the_same_from_every_route(api: Api) -> None:
+    created = api.submit(TRIVIAL, name="café", timeout=30)
+    job_id = created.json()["id"]
+    read = api.get(f"/api/v1/jobs/{job_id}")
+    listed = api.get("/api/v1/jobs")
+    cancelled = api.post(f"/api/v1/jobs/{job_id}/cancel")
+
+    for response in (created, read, listed, cancelled):
+        assert response.headers["content-type"] == "application/json"
+    assert created.json() == read.json() == listed.json()["items"][0]
+    assert set(read.json()) == set(JobOut.model_fields)
+    assert listed.json()["next_cursor"] is None
+    assert read.json()["name"] == "café"
+    assert RFC3339_UTC.match(read.json()["created_at"])
+    assert read.json()["finished_at"] is None
+    final = cancelled.json()
+    assert cancelled.status_code == 202
+    assert set(final) == set(JobOut.model_fields)
+    assert final["status"] == "cancelled"
+    assert RFC3339_UTC.match(final["finished_at"])
+    assert final == api.job(job_id)
+
+
+def test_api_job_json_is_what_the_schema_writes(api: Api, settings: Settings) -> None:
+    job_id = api.submit_ok(TRIVIAL, callback_url="http://127.0.0.1:9/hook")["id"]
+    with db.session_scope(settings) as session:
+        job = session.get_one(Job, job_id)
+        job.performance = 1e-05
+        job.metrics = {"auc": 0.91, "big": 1e20}
+        job.findings = [{"rule": "DL3007", "severity": "low", "message": "é <b>", "line": 2}]
+        job.sandbox = {"network": "none", "memory_bytes": 2**31}
+
+    response = api.get(f"/api/v1/jobs/{job_id}")
+
+    with db.session_scope(settings) as session:
+        job = session.get_one(Job, job_id)
+        expected = JobOut.of(job, "alice").model_dump(mode="json")
+    assert response.json() == expected
+    assert response.json()["callback"]["state"] == "waiting"

@@ -16,6 +16,8 @@ from proctor.config import Settings
 from proctor.jobs import ErrorCode, Outcome, Status
 from proctor.models import Base, Job, User
 
+from ..conftest import SettingsFactory
+
 
 def queue_jobs(settings: Settings, count: int) -> list[str]:
     users.add_user(settings, "alice", admin=False)
@@ -220,3 +222,16 @@ def test_log_sink_stores_a_lone_line_without_waiting_for_more_output(settings: S
     sink("third\n")
     sink.flush()
     assert stored_run_log(settings, job_id) == "first\nsecond\nthird\n"
+
+
+def test_sessionmaker_is_made_once_per_database(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    other = make_settings(home=settings.home / "other")
+    factory = db.sessionmaker_for(settings)
+
+    assert db.sessionmaker_for(settings) is factory
+    assert db.sessionmaker_for(other) is not factory
+    db.dispose_engines()
+    assert db.sessionmaker_for(settings) is not factory
+    with db.session_scope(settings) as session:
+        assert store.counts_by_status(session) == {}

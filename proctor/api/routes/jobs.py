@@ -11,10 +11,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from proctor import changes, checks, db, exceptions, jobs, results, store, submissions
+from proctor import changes, checks, db, exceptions, jobs, results, store, submissions, users
 from proctor.api.deps import CurrentUser, SettingsDep
 from proctor.api.schemas import (
     BatchItem,
@@ -25,8 +26,9 @@ from proctor.api.schemas import (
     JobPage,
     SignedResult,
 )
+from proctor.api.threads import run_blocking
 from proctor.config import Settings
-from proctor.models import Job, User
+from proctor.models import Job
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -47,9 +49,26 @@ RAW_TYPES = frozenset(
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 429, 503)
 }
+JSON_MEDIA_TYPE = "application/json"
 
 
-def _job_out(settings: Settings, job_id: str, viewer: User) -> JobOut:
+def _json(
+    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """The model's JSON as the response, as FastAPI would write it for `response_model`.
+
+    A route that returns a `Response` skips FastAPI validating the model it has just built
+    a second time and encoding it through `jsonable_encoder`: the bytes are the same.
+    """
+    return Response(
+        model.model_dump_json(),
+        status_code=status_code,
+        headers=headers,
+        media_type=JSON_MEDIA_TYPE,
+    )
+
+
+def _job_out(settings: Settings, job_id: str, viewer: users.Viewer) -> JobOut:
     with db.session_scope(settings) as session:
         job = store.get_job(session, job_id, viewer)
         names = store.owner_names(session, [job.owner_id], viewer)
@@ -156,14 +175,13 @@ def _timeout(value: str | None) -> float | None:
         }
     },
 )
-async def submit_job(
-    request: Request, response: Response, user: CurrentUser, settings: SettingsDep
-) -> JobOut:
+async def submit_job(request: Request, user: CurrentUser, settings: SettingsDep) -> Response:
     """Submit a Dockerfile or a .tar/.tar.gz build context."""
     upload = await _read_upload(request, settings)
-    job = await run_in_threadpool(submissions.submit, settings, user.id, upload)
-    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
-    return JobOut.of(job, user.name)
+    job = await run_blocking(submissions.submit, settings, user.id, upload)
+    return _json(
+        JobOut.of(job, user.name), status_code=201, headers={"Location": f"/api/v1/jobs/{job.id}"}
+    )
 
 
 BATCH_ENTRY_FIELDS = ("name", "dataset", "timeout", "callback_url", "gpus")
@@ -313,7 +331,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=store.LIST_LIMIT_MAX)] = store.LIST_LIMIT_DEFAULT,
     cursor: str | None = None,
     owner: Annotated[str | None, Query(alias="user")] = None,
-) -> JobPage:
+) -> Response:
     """List your jobs (an admin: everyone's), newest first."""
     with db.session_scope(settings) as session:
         rows, next_cursor = store.list_jobs(
@@ -322,7 +340,7 @@ def list_jobs(
         names = store.owner_names(session, (job.owner_id for job in rows), user)
         sent = store.deliveries(session, (job.id for job in rows if job.callback_url))
         items = [JobOut.of(job, names.get(job.owner_id), sent.get(job.id)) for job in rows]
-    return JobPage(items=items, next_cursor=next_cursor)
+    return _json(JobPage(items=items, next_cursor=next_cursor))
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
@@ -346,26 +364,30 @@ async def get_job(
             "(the one the client knows); without it, once the job is final"
         ),
     ] = None,
-) -> JobOut:
+) -> Response:
     """One job. With `wait`, the answer comes as soon as the job changes, or when the
     time is up (the job as it is then): no need to poll."""
     if wait == 0:
-        return await run_in_threadpool(_job_out, settings, job_id, user)
+        return await run_blocking(_job_json, settings, job_id, user)
     watch: changes.JobWatch = request.app.state.job_watch
     deadline = time.monotonic() + wait
     with watch.subscribe(job_id) as changed:  # before reading: no change slips between
         while True:
             changed.clear()
-            job = await run_in_threadpool(_job_out, settings, job_id, user)
+            job = await run_blocking(_job_out, settings, job_id, user)
             left = deadline - time.monotonic()
             moved = after is not None and job.status != after
             if job.status.is_final or moved or left <= 0:
-                return job
+                return _json(job)
             # A change wakes this at once; the timeout is the fallback for a lost notice.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(left, WAIT_RECHECK_SECONDS))
             if await request.is_disconnected():
-                return job
+                return _json(job)
+
+
+def _job_json(settings: Settings, job_id: str, viewer: users.Viewer) -> Response:
+    return _json(_job_out(settings, job_id, viewer))
 
 
 @router.get("/{job_id}/result", response_model=SignedResult, responses=ERRORS)
@@ -377,13 +399,14 @@ def job_result(job_id: str, user: CurrentUser, settings: SettingsDep) -> SignedR
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, responses=ERRORS)
-def cancel_job(job_id: str, user: CurrentUser, settings: SettingsDep) -> JobOut:
+def cancel_job(job_id: str, user: CurrentUser, settings: SettingsDep) -> Response:
     """Cancel a job that has not finished; its container is killed within seconds."""
     with db.session_scope(settings) as session:
         job = store.request_cancel(session, job_id, user)
         names = store.owner_names(session, [job.owner_id], user)
         delivery = store.deliveries(session, [job.id]).get(job.id) if job.callback_url else None
-        return JobOut.of(job, names.get(job.owner_id), delivery)
+        out = JobOut.of(job, names.get(job.owner_id), delivery)
+    return _json(out, status_code=202)
 
 
 @router.get(
