@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from proctor import db, exceptions
+from proctor.cache import ExpiringCache
 from proctor.config import Settings
 from proctor.models import User
 
@@ -71,33 +70,14 @@ class TokenCache:
         max_entries: int = TOKEN_CACHE_MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.ttl_seconds = ttl_seconds
-        self.max_entries = max_entries
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: ExpiringCache[str, Caller] = ExpiringCache(ttl_seconds, max_entries, clock)
 
     def get(self, token: str) -> Caller | None:
         """The caller the token was accepted for, unless that was `ttl_seconds` ago or more."""
-        key = hash_token(token)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            expires, caller = entry
-            if self._clock() >= expires:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return caller
+        return self._entries.get(hash_token(token))
 
     def put(self, token: str, caller: Caller) -> None:
-        key = hash_token(token)
-        with self._lock:
-            self._entries[key] = (self._clock() + self.ttl_seconds, caller)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        self._entries.put(hash_token(token), caller)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -116,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     results.signing_key(settings)  # created on first start if this deployment has none
     app.state.metrics = Metrics(settings)
     app.state.token_cache = users.TokenCache()
+    app.state.final_jobs = jobs.FinalJobs(jobs.FINAL_JOB_SECONDS, jobs.FINAL_JOB_ENTRIES)
     app.add_exception_handler(exceptions.ProctorError, _proctor_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

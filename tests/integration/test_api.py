@@ -332,3 +332,42 @@ def test_api_job_json_is_what_the_schema_writes(api: Api, settings: Settings) ->
         expected = JobOut.of(job, "alice").model_dump(mode="json")
     assert response.json() == expected
     assert response.json()["callback"]["state"] == "waiting"
+
+
+def test_api_keeps_a_final_jobs_answer_for_its_owner_and_admins(
+    api: Api, settings: Settings
+) -> None:
+    job_id = api.submit_ok(TRIVIAL)["id"]
+    final_jobs = api.http.app.state.final_jobs  # type: ignore[attr-defined]
+    assert api.get(f"/api/v1/jobs/{job_id}").json()["status"] == "queued"
+    assert final_jobs.get(job_id) is None  # an active job is read every time
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 202
+
+    first = api.get(f"/api/v1/jobs/{job_id}")
+    assert first.json()["status"] == "cancelled"
+    assert final_jobs.get(job_id) is not None
+    admin = Api(http=api.http, token=users.add_user(settings, "root", admin=True), name="root")
+    admin.get("/api/v1/jobs")  # its token is accepted, and kept, before the database goes
+    # Without a database, the kept answer is all that can answer.
+    unreachable = settings.model_copy(update={"database_url": "sqlite:////proc/version/x.db"})
+    api.http.app.state.settings = unreachable  # type: ignore[attr-defined]
+
+    again = api.get(f"/api/v1/jobs/{job_id}")
+    assert again.status_code == 200
+    assert again.content == first.content
+    assert again.headers["content-type"] == "application/json"
+    assert api.get(f"/api/v1/jobs/{job_id}?wait=30").content == first.content
+    assert admin.get(f"/api/v1/jobs/{job_id}").content == first.content
+
+
+def test_api_kept_final_job_is_still_not_found_for_another_user(
+    api: Api, make_api: ApiFactory
+) -> None:
+    job_id = api.submit_ok(TRIVIAL)["id"]
+    api.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert api.get(f"/api/v1/jobs/{job_id}").status_code == 200  # now kept
+    bob = make_api("bob")
+
+    response = bob.get(f"/api/v1/jobs/{job_id}")
+
+    assert_error(response, 404, "not_found")

@@ -43,7 +43,8 @@ def test_token_cache_keeps_hashes_not_tokens() -> None:
     cache = users.TokenCache()
     cache.put("pct_alice", ALICE)
 
-    assert list(cache._entries) == [users.hash_token("pct_alice")]
+    assert cache._entries.get(users.hash_token("pct_alice")) == ALICE
+    assert cache._entries.get("pct_alice") is None
 
 
 def test_token_cache_drops_the_least_recently_used_beyond_its_size() -> None:

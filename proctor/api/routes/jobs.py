@@ -27,6 +27,7 @@ from proctor.api.schemas import (
     SignedResult,
 )
 from proctor.api.threads import run_blocking
+from proctor.cache import ExpiringCache
 from proctor.config import Settings
 from proctor.models import Job
 
@@ -35,6 +36,9 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 FOLLOW_POLL_SECONDS = 0.5
 WAIT_MAX_SECONDS = 60
 WAIT_RECHECK_SECONDS = 1.0  # a waiting request reads its job at least this often
+# Answers for final jobs kept per process (see _answer): how long, and how many.
+FINAL_JOB_SECONDS = 60.0
+FINAL_JOB_ENTRIES = 4096
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 FORM_FIELD_MAX_BYTES = 64 * 1024
 RAW_TYPES = frozenset(
@@ -69,11 +73,37 @@ def _json(
 
 
 def _job_out(settings: Settings, job_id: str, viewer: users.Viewer) -> JobOut:
+    return _read_job(settings, job_id, viewer)[1]
+
+
+def _read_job(settings: Settings, job_id: str, viewer: users.Viewer) -> tuple[Job, JobOut]:
     with db.session_scope(settings) as session:
         job = store.get_job(session, job_id, viewer)
         names = store.owner_names(session, [job.owner_id], viewer)
         delivery = store.deliveries(session, [job.id]).get(job.id) if job.callback_url else None
-        return JobOut.of(job, names.get(job.owner_id), delivery)
+        return job, JobOut.of(job, names.get(job.owner_id), delivery)
+
+
+FinalJobs = ExpiringCache[str, tuple[int, bytes]]
+"""Answers for final jobs: job id -> (owner id, the job's JSON)."""
+
+
+def _final_answer(final_jobs: FinalJobs, job_id: str, viewer: users.Viewer) -> Response | None:
+    """The kept answer for a final job, if there is one and the viewer may see the job
+    (else the database path answers, with its 404)."""
+    kept = final_jobs.get(job_id)
+    if kept is None or not (viewer.is_admin or viewer.id == kept[0]):
+        return None
+    return Response(kept[1], media_type="application/json")
+
+
+def _answer(final_jobs: FinalJobs, job: Job, out: JobOut) -> Response:
+    """The job's JSON; kept when the job is final and has no callback, since nothing
+    changes such a job any more (a callback's delivery state still does)."""
+    response = _json(out)
+    if out.status.is_final and job.callback_url is None:
+        final_jobs.put(job.id, (job.owner_id, bytes(response.body)))
+    return response
 
 
 async def _read_upload(request: Request, settings: Settings) -> submissions.Request:
@@ -367,27 +397,25 @@ async def get_job(
 ) -> Response:
     """One job. With `wait`, the answer comes as soon as the job changes, or when the
     time is up (the job as it is then): no need to poll."""
+    final_jobs: FinalJobs = request.app.state.final_jobs
+    kept = _final_answer(final_jobs, job_id, user)
+    if kept is not None:  # a final job never changes: no database, and no wait
+        return kept
     if wait == 0:
-        return await run_blocking(_job_json, settings, job_id, user)
+        return _answer(final_jobs, *await run_blocking(_read_job, settings, job_id, user))
     watch: changes.JobWatch = request.app.state.job_watch
     deadline = time.monotonic() + wait
     with watch.subscribe(job_id) as changed:  # before reading: no change slips between
         while True:
             changed.clear()
-            job = await run_blocking(_job_out, settings, job_id, user)
+            job, out = await run_blocking(_read_job, settings, job_id, user)
             left = deadline - time.monotonic()
-            moved = after is not None and job.status != after
-            if job.status.is_final or moved or left <= 0:
-                return _json(job)
+            moved = after is not None and out.status != after
+            if out.status.is_final or moved or left <= 0 or await request.is_disconnected():
+                return _answer(final_jobs, job, out)
             # A change wakes this at once; the timeout is the fallback for a lost notice.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(left, WAIT_RECHECK_SECONDS))
-            if await request.is_disconnected():
-                return _json(job)
-
-
-def _job_json(settings: Settings, job_id: str, viewer: users.Viewer) -> Response:
-    return _json(_job_out(settings, job_id, viewer))
 
 
 @router.get("/{job_id}/result", response_model=SignedResult, responses=ERRORS)
