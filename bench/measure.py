@@ -171,11 +171,15 @@ def api(options: Options) -> list[Row]:
         with service.client() as client:
             job_id = submit(client)
             wait_final(client, job_id)
-            for _ in range(3):  # the worker is busy while the load runs
-                submit(client, SLEEPY_DOCKERFILE)
+            # The worker is busy while the load runs; the last of these stays queued.
+            sleepy = [submit(client, SLEEPY_DOCKERFILE) for _ in range(3)]
             time.sleep(1)
             health = wrk(f"{service.url}/healthz", seconds, server_pid=server)
             get = wrk(f"{service.url}/api/v1/jobs/{job_id}", seconds, service.token, None, server)
+            # An active job's answer is read from the database every time.
+            active = wrk(
+                f"{service.url}/api/v1/jobs/{sleepy[-1]}", seconds, service.token, None, server
+            )
             post = wrk(
                 f"{service.url}/api/v1/jobs", seconds, service.token, POST_DOCKERFILE, server
             )
@@ -201,6 +205,21 @@ def api(options: Options) -> list[Row]:
             Target(Goal.AT_MOST, GET_P99_MS_MAX),
         ),
         Row(
+            f"GET active job, {label}",
+            "req/s",
+            active.requests_per_second,
+            health.requests_per_second,
+            Target(Goal.NONE),
+            "a job not final: no kept answer, a database read each time",
+        ),
+        Row(
+            f"GET active job p99, {label}",
+            "ms",
+            active.p99_ms,
+            health.p99_ms,
+            Target(Goal.NONE),
+        ),
+        Row(
             f"POST job, {label}",
             "req/s",
             post.requests_per_second,
@@ -220,9 +239,9 @@ def api(options: Options) -> list[Row]:
             Target(Goal.NONE),
             "baseline: GET /healthz",
         )
-        for load, name in ((get, "GET"), (post, "POST"))
+        for load, name in ((get, "GET"), (active, "GET active"), (post, "POST"))
     ]
-    for load, name in ((get, "GET"), (post, "POST")):
+    for load, name in ((get, "GET"), (active, "GET active"), (post, "POST")):
         if load.errors:
             rows.append(
                 Row(
