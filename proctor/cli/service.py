@@ -220,7 +220,7 @@ class ApiServer:
         os.environ[METRICS_DIR_ENV] = str(metrics)  # the processes inherit it
         try:
             listener = self.config.bind_socket()
-        except OSError:
+        except (OSError, SystemExit):  # uvicorn logs why it cannot bind, then exits
             shutil.rmtree(metrics, ignore_errors=True)
             raise SystemExit(1) from None
         # The connections accepted on it inherit this (Linux). asyncio sets it only on

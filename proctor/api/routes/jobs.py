@@ -94,7 +94,7 @@ def _final_answer(final_jobs: FinalJobs, job_id: str, viewer: users.Viewer) -> R
     kept = final_jobs.get(job_id)
     if kept is None or not (viewer.is_admin or viewer.id == kept[0]):
         return None
-    return Response(kept[1], media_type="application/json")
+    return Response(kept[1], media_type=JSON_MEDIA_TYPE)
 
 
 def _answer(final_jobs: FinalJobs, job: Job, out: JobOut) -> Response:
