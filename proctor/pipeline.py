@@ -355,8 +355,8 @@ class Pipeline:
         if control.abort.is_set():
             raise Interrupted(control.reason)
 
-    # One transaction per step of the pipeline: a transaction costs about as much as the
-    # work of a trivial job's scanning phase.
+    # One transaction per step of the pipeline: what a phase learnt and how long it took
+    # go with the next write the job needs anyway.
 
     def _advance(self, job_id: str, status: Status, control: Control, **values: object) -> None:
         """Move the job to `status`, recording `values` (facts for it) in the same transaction."""

@@ -263,10 +263,12 @@ function jobView(id) {
   const findings = el("div");
   const logs = { build: el("pre", { class: "log", id: "log-build", tabindex: 0 }), run: el("pre", { class: "log", id: "log-run", tabindex: 0 }) };
   let last = null;
+  let shown = null; // the job as last shown, for the ticker
   let status = null;
   let logsStarted = false;
 
   function show(job) {
+    shown = job;
     timeline.replaceChildren(...timelineItems(job)); // "so far" grows while the job is active
     const text = JSON.stringify(job);
     if (text === last) return;
@@ -373,7 +375,7 @@ function jobView(id) {
   };
   loop();
   const ticker = setInterval(() => {
-    if (last && !FINAL.has(status)) timeline.replaceChildren(...timelineItems(JSON.parse(last)));
+    if (shown && !FINAL.has(status)) timeline.replaceChildren(...timelineItems(shown));
   }, TICK_MS);
   return () => {
     controller.abort();
