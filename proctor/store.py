@@ -250,7 +250,6 @@ def claim(
     cap) wait. One statement, so that two workers never take the same job:
     PostgreSQL skips rows another transaction has locked; SQLite serialises writers.
     """
-    now = utcnow()
     other = aliased(Job)
     last_start = (
         select(func.max(other.started_at)).where(other.owner_id == Job.owner_id).scalar_subquery()
@@ -273,18 +272,21 @@ def claim(
     claimed = session.execute(
         update(Job)
         .where(Job.id == candidate, Job.status == Status.QUEUED.value)
-        .values(
-            status=Status.BUILDING.value,
-            lease_owner=worker_id,
-            lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-            attempts=Job.attempts + 1,
-            started_at=now,
-        )
+        .values(status=Status.BUILDING.value, lease_owner=worker_id, attempts=Job.attempts + 1)
         .returning(Job.id)
         .execution_options(synchronize_session=False)
     ).scalar_one_or_none()
     if claimed is None:
         return None
+    # The clock is read once this transaction holds the job (on SQLite, the write lock):
+    # read before, it could precede the creation of a job committed while it waited.
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == claimed)
+        .values(started_at=now, lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
     _stamp(session, claimed, Status.BUILDING, now)
     job = session.get(Job, claimed, populate_existing=True)
     assert job is not None
