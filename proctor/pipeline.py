@@ -7,9 +7,10 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from proctor import checks, db, exceptions, intake, jobs, perf, scanning, scratch, store
 from proctor.config import Settings
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 LOG_FLUSH_SECONDS = 0.5
 LOG_FLUSH_BYTES = 64 * 1024
 ENGINE_RETRY_BASE_SECONDS = 1.0
+
+T = TypeVar("T")
 
 
 class StopReason(enum.StrEnum):
@@ -111,6 +114,14 @@ class LogSink:
         self._last_flush = time.monotonic()
 
 
+@dataclass
+class Learnt:
+    """Facts for the job's row (image id, findings…) and phase timings (the histogram)."""
+
+    facts: dict[str, object] = field(default_factory=dict)
+    timings: list[tuple[Status, float]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Ticket:
     """What the worker knows of a job it claimed."""
@@ -140,6 +151,10 @@ class Pipeline:
         self.worker_id = worker_id
         self.checks = scanning.configured_checks(settings) if job_checks is None else job_checks
         self.policy = scanning.policy(settings)
+        # What the attempt learnt and has not stored yet: it goes with the next write
+        # the job needs anyway (the next phase, or the outcome, which the worker stores).
+        self.unstored = Learnt()
+        self._containers_gone = False
 
     def execute(self, ticket: Ticket, control: Control) -> Outcome | None:
         """Run the attempt; None when it was interrupted without an outcome of its own."""
@@ -149,12 +164,12 @@ class Pipeline:
         image_id: str | None = None
         output_dir = self.settings.jobs_dir / job_id
         try:
-            self._ready_engine(control)
             with db.session_scope(self.settings) as session:
                 context = store.load_context(session, job_id)
             submission = self._resubmit(context)
+            bases = self._ready_engine(control, lambda: self._base_images(submission, build_log))
             image_id = self._build(job_id, submission, control, build_log)
-            image = self._scan(job_id, submission, image_id, control, build_log)
+            image = self._scan(job_id, submission.dockerfile, bases, image_id, control, build_log)
             build_log.flush()  # so the stored logs read build first, then run
             outcome = self._run(ticket, image, output_dir, control, run_log)
             if outcome.error is not None:
@@ -177,12 +192,13 @@ class Pipeline:
 
     # --- phases ------------------------------------------------------------------------
 
-    def _ready_engine(self, control: Control) -> None:
+    def _ready_engine(self, control: Control, first_calls: Callable[[], T]) -> T:
+        """The job's first engine calls, tried again with backoff while the engine is
+        unreachable: an engine that restarts delays the job instead of failing it."""
         tries = self.settings.engine_retries
         for attempt in range(tries):
             try:
-                self.executor.ping()
-                return
+                return first_calls()
             except exceptions.EngineUnavailable as exc:
                 if attempt == tries - 1:
                     raise _Failed(
@@ -191,6 +207,7 @@ class Pipeline:
                     ) from exc
                 if control.abort.wait(ENGINE_RETRY_BASE_SECONDS * 2**attempt):
                     raise Interrupted(control.reason) from exc
+        raise AssertionError("unreachable")
 
     def _resubmit(self, context: bytes) -> intake.Submission:
         # The context was checked at submission; checking again here applies this
@@ -205,8 +222,6 @@ class Pipeline:
     ) -> str:
         self._check_point(control)
         started = time.monotonic()
-        for image in submission.base_images:
-            self._ensure_base_image(image, on_log)
         try:
             image_id = self.executor.build(
                 job_id,
@@ -225,12 +240,19 @@ class Pipeline:
         except exceptions.BuildError as exc:
             where = f" at {exc.step!r}" if exc.step else ""
             raise _Failed(ErrorCode.BUILD_FAILED, f"the build failed{where}: {exc}") from exc
-        self._record(job_id, (Status.BUILDING, time.monotonic() - started), image_id=image_id)
+        self._learnt((Status.BUILDING, time.monotonic() - started), image_id=image_id)
         return image_id
 
-    def _ensure_base_image(self, image: str, on_log: LogSink) -> None:
-        if self.executor.image_present(image):
-            return
+    def _base_images(self, submission: intake.Submission, on_log: LogSink) -> list[ImageInfo]:
+        """The images the Dockerfile builds on, pulled when missing (if allowed)."""
+        if not submission.base_images:
+            self.executor.ping()  # FROM scratch alone: nothing to look up
+        return [self._base_image(image, on_log) for image in submission.base_images]
+
+    def _base_image(self, image: str, on_log: LogSink) -> ImageInfo:
+        found = self.executor.find_image(image)
+        if found is not None:
+            return found
         if not self.settings.pull_base_images:
             raise _Failed(
                 ErrorCode.BUILD_FAILED,
@@ -242,11 +264,16 @@ class Pipeline:
             self.executor.pull(image)
         except exceptions.ImageMissing as exc:
             raise _Failed(ErrorCode.BUILD_FAILED, exc.message) from exc
+        pulled = self.executor.find_image(image)
+        if pulled is None:
+            raise _Failed(ErrorCode.BUILD_FAILED, f"base image {image} is gone after its pull")
+        return pulled
 
     def _scan(
         self,
         job_id: str,
-        submission: intake.Submission,
+        dockerfile: str,
+        bases: Sequence[ImageInfo],
         image_id: str,
         control: Control,
         on_log: LogSink,
@@ -258,13 +285,13 @@ class Pipeline:
             self.executor,
             self.settings,
             self.checks,
-            submission.dockerfile,
-            submission.base_images,
+            dockerfile,
+            bases,
             image_id,
             lambda progress: on_log(f"[proctor] {progress}\n"),
         )
         records = [f.record() for f in findings]
-        self._record(job_id, (Status.SCANNING, time.monotonic() - started), findings=records)
+        self._learnt((Status.SCANNING, time.monotonic() - started), findings=records)
         for record in records:
             on_log(f"[proctor] {checks.describe(record)}\n")
         blockers = self.policy.blocking(findings)
@@ -323,7 +350,8 @@ class Pipeline:
             abort=control.abort,
             on_log=on_log,
         )
-        self._observe(Status.RUNNING, time.monotonic() - started)
+        self._containers_gone = not result.container_left
+        self._learnt((Status.RUNNING, time.monotonic() - started))
         if result.aborted:
             self._check_point(control)
         if result.timed_out:
@@ -355,16 +383,27 @@ class Pipeline:
         if control.abort.is_set():
             raise Interrupted(control.reason)
 
-    # One transaction per step of the pipeline: what a phase learnt and how long it took
-    # go with the next write the job needs anyway.
+    # One transaction per change of status: what the phases before learnt, and how long
+    # they took, go with it.
 
-    def _advance(self, job_id: str, status: Status, control: Control, **values: object) -> None:
-        """Move the job to `status`, recording `values` (facts for it) in the same transaction."""
+    def _learnt(self, took: tuple[Status, float], **facts: object) -> None:
+        """Note what a phase learnt and how long it `took`, to be stored with the next write."""
+        self.unstored.timings.append(took)
+        self.unstored.facts.update(facts)
+
+    def _advance(self, job_id: str, status: Status, control: Control, **facts: object) -> None:
+        """Move the job to `status`, storing `facts` and what is unstored in the same
+        transaction."""
         self._check_point(control)
+        pending = self.unstored
         with db.session_scope(self.settings) as session:
-            if values:
-                store.record(session, job_id, self.worker_id, **values)
-            moved = store.advance(session, job_id, self.worker_id, status)
+            for phase, seconds in pending.timings:
+                store.observe_phase(session, phase, seconds)
+            moved = store.advance(session, job_id, self.worker_id, status, **pending.facts, **facts)
+            if not moved:
+                # Kept for the job's record all the same (it stays ours if cancelled).
+                store.record(session, job_id, self.worker_id, **pending.facts, **facts)
+        self.unstored = Learnt()
         if not moved:
             # Either cancelled (the flag blocks the move) or the lease went elsewhere.
             control.stop(
@@ -376,19 +415,10 @@ class Pipeline:
         with db.session_scope(self.settings) as session:
             return job_id in store.cancel_requested(session, [job_id])
 
-    def _record(self, job_id: str, took: tuple[Status, float], **values: object) -> None:
-        """Record what a phase learnt, and how long it `took` (the phase histogram)."""
-        with db.session_scope(self.settings) as session:
-            store.observe_phase(session, *took)
-            store.record(session, job_id, self.worker_id, **values)
-
-    def _observe(self, phase: Status, seconds: float) -> None:
-        with db.session_scope(self.settings) as session:
-            store.observe_phase(session, phase, seconds)
-
     def _clean_up(self, job_id: str, image_id: str | None) -> None:
-        with contextlib.suppress(exceptions.EngineError):
-            self.executor.remove_containers(job_id)
+        if not self._containers_gone:  # a run that did not end cleanly may leave one
+            with contextlib.suppress(exceptions.EngineError):
+                self.executor.remove_containers(job_id)
         if image_id and not self.settings.keep_images:
             with contextlib.suppress(exceptions.EngineError):
                 self.executor.remove_image(image_id)

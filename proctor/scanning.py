@@ -44,14 +44,11 @@ def configured_checks(settings: Settings) -> tuple[checks.Check, ...]:
     return tuple(found)
 
 
-def base_image(executor: Executor, image: ImageInfo, names: Sequence[str]) -> ImageInfo | None:
-    """The base image the build started from: of the images the Dockerfile names that
-    are on the engine, the one whose layers the built image extends furthest."""
+def base_image(image: ImageInfo, candidates: Sequence[ImageInfo]) -> ImageInfo | None:
+    """The base image the build started from: of the images the Dockerfile names, the
+    one whose layers the built image extends furthest."""
     best: ImageInfo | None = None
-    for name in names:
-        if not executor.image_present(name):
-            continue
-        candidate = executor.inspect_image(name)
+    for candidate in candidates:
         layers = candidate.diff_ids
         extends = image.diff_ids[: len(layers)] == layers
         if extends and (best is None or len(layers) > len(best.diff_ids)):
@@ -64,13 +61,14 @@ def scan(
     settings: Settings,
     job_checks: Sequence[checks.Check],
     dockerfile: str,
-    base_names: Sequence[str],
+    bases: Sequence[ImageInfo],
     image_id: str,
     on_progress: Callable[[str], None],
 ) -> tuple[ImageInfo, list[checks.Finding]]:
-    """Run the checks on the built image; returns the image and the findings, worst first."""
+    """Run the checks on the built image, which was built on one of `bases`; returns the
+    image and the findings, worst first."""
     image = executor.inspect_image(image_id)
-    base = base_image(executor, image, base_names)
+    base = base_image(image, bases)
     scratch = settings.home / "scan"
     scratch.mkdir(parents=True, exist_ok=True)
     workdir = Path(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import math
 import secrets
 import threading
@@ -17,7 +18,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, delete, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -218,6 +229,7 @@ def request_cancel(session: Session, job_id: str, viewer: users.Viewer) -> Job:
             error_message=message,
             finished_at=now,
             cancel_requested=True,
+            timeline=_timeline_with(job.timeline, Status.CANCELLED, now),
         )
     )
     if _rowcount(cancelled) == 0:
@@ -230,7 +242,7 @@ def request_cancel(session: Session, job_id: str, viewer: users.Viewer) -> Job:
             session.refresh(job)
             raise exceptions.Conflict(f"job {job_id} is already {job.status}")
     else:
-        _stamp(session, job_id, Status.CANCELLED, now)
+        _notify(session, CHANGES_CHANNEL, job_id)
         enqueue_callbacks(session, [job_id])
     session.refresh(job)
     return job
@@ -250,47 +262,60 @@ def claim(
     cap) wait. One statement, so that two workers never take the same job:
     PostgreSQL skips rows another transaction has locked; SQLite serialises writers.
     """
-    other = aliased(Job)
-    last_start = (
-        select(func.max(other.started_at)).where(other.owner_id == Job.owner_id).scalar_subquery()
-    )
-    candidates = select(Job.id).where(Job.status == Status.QUEUED.value)
-    if max_running_per_user > 0:
-        running = (
-            select(func.count())
-            .select_from(other)
-            .where(other.owner_id == Job.owner_id, other.status.in_(_ACTIVE))
-            .scalar_subquery()
-        )
-        candidates = candidates.where(running < max_running_per_user)
-    candidate = (
-        candidates.order_by(last_start.asc().nulls_first(), Job.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    claimed = session.execute(
+    candidate = _claim_candidate(capped=max_running_per_user > 0)
+    row = session.execute(
         update(Job)
         .where(Job.id == candidate, Job.status == Status.QUEUED.value)
         .values(status=Status.BUILDING.value, lease_owner=worker_id, attempts=Job.attempts + 1)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
-    if claimed is None:
+        .returning(Job.id, Job.timeline)
+        .execution_options(synchronize_session=False),
+        {"max_running": max_running_per_user},
+    ).one_or_none()
+    if row is None:
         return None
+    claimed, timeline = row
     # The clock is read once this transaction holds the job (on SQLite, the write lock):
     # read before, it could precede the creation of a job committed while it waited.
     now = utcnow()
     session.execute(
         update(Job)
         .where(Job.id == claimed)
-        .values(started_at=now, lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+        .values(
+            started_at=now,
+            lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+            timeline=_timeline_with(timeline, Status.BUILDING, now),
+        )
         .execution_options(synchronize_session=False)
     )
-    _stamp(session, claimed, Status.BUILDING, now)
+    _notify(session, CHANGES_CHANNEL, claimed)
     job = session.get(Job, claimed, populate_existing=True)
     assert job is not None
     return job
+
+
+@functools.cache
+def _claim_candidate(*, capped: bool) -> ScalarSelect[str]:
+    """The claim's choice of job (see `claim`); built once, as it costs more to build
+    (an alias of the jobs table) than to run. Capped: `:max_running` per user."""
+    other = aliased(Job)
+    last_start = (
+        select(func.max(other.started_at)).where(other.owner_id == Job.owner_id).scalar_subquery()
+    )
+    candidates = select(Job.id).where(Job.status == Status.QUEUED.value)
+    if capped:
+        running = (
+            select(func.count())
+            .select_from(other)
+            .where(other.owner_id == Job.owner_id, other.status.in_(_ACTIVE))
+            .scalar_subquery()
+        )
+        candidates = candidates.where(running < bindparam("max_running"))
+    return (
+        candidates.order_by(last_start.asc().nulls_first(), Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
 
 
 def load_context(session: Session, job_id: str) -> bytes:
@@ -300,8 +325,9 @@ def load_context(session: Session, job_id: str) -> bytes:
     return context.data
 
 
-def advance(session: Session, job_id: str, worker_id: str, status: Status) -> bool:
-    """Move a held job to the next active phase; False if the lease is gone or it was cancelled."""
+def advance(session: Session, job_id: str, worker_id: str, status: Status, **values: Any) -> bool:
+    """Move a held job to the next active phase, recording `values` (facts for it, as
+    `record` does); False if the lease is gone or it was cancelled."""
     now = utcnow()
     moved = session.execute(
         update(Job)
@@ -311,11 +337,11 @@ def advance(session: Session, job_id: str, worker_id: str, status: Status) -> bo
             Job.status.in_(_ACTIVE),
             Job.cancel_requested.is_(False),
         )
-        .values(status=status.value)
+        .values(status=status.value, timeline=_stamped(session, job_id, status, now), **values)
     )
     if _rowcount(moved) == 0:
         return False
-    _stamp(session, job_id, status, now)
+    _notify(session, CHANGES_CHANNEL, job_id)
     return True
 
 
@@ -329,8 +355,9 @@ def record(session: Session, job_id: str, worker_id: str, **values: Any) -> bool
     return _rowcount(result) == 1
 
 
-def finish(session: Session, job_id: str, worker_id: str, outcome: Outcome) -> bool:
-    """Record the final outcome of a held job; False if the lease was lost meanwhile."""
+def finish(session: Session, job_id: str, worker_id: str, outcome: Outcome, **values: Any) -> bool:
+    """Record the final outcome of a held job, and `values` (facts of the attempt, as
+    `record` stores); False if the lease was lost meanwhile."""
     assert outcome.status.is_final
     now = utcnow()
     result = session.execute(
@@ -346,11 +373,13 @@ def finish(session: Session, job_id: str, worker_id: str, outcome: Outcome) -> b
             finished_at=now,
             lease_owner=None,
             lease_expires_at=None,
+            timeline=_stamped(session, job_id, outcome.status, now),
+            **values,
         )
     )
     if _rowcount(result) == 0:
         return False
-    _stamp(session, job_id, outcome.status, now)
+    _notify(session, CHANGES_CHANNEL, job_id)
     enqueue_callbacks(session, [job_id])
     return True
 
@@ -557,16 +586,22 @@ def _ensure_histogram(session: Session, phase: Status) -> None:
     session.execute(insert(PhaseHistogram).values(rows).on_conflict_do_nothing())
 
 
-def _stamp(session: Session, job_id: str, status: Status, when: dt.datetime) -> None:
-    """Note in the job's timeline when it entered a state, and tell whoever waits on it."""
-    timeline = session.scalar(select(Job.timeline).where(Job.id == job_id)) or {}
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(timeline={**timeline, status.value: when.isoformat()})
-        .execution_options(synchronize_session=False)
-    )
-    _notify(session, CHANGES_CHANNEL, job_id)
+# A change of status notes in the job's timeline when it entered the new state, in the
+# UPDATE that changes it, and tells whoever waits on the job (`_notify` on
+# CHANGES_CHANNEL once the UPDATE took). The timeline is read first: only the holder of
+# the job's lease changes an active job, and that UPDATE is conditional on the lease.
+
+
+def _stamped(session: Session, job_id: str, status: Status, when: dt.datetime) -> dict[str, str]:
+    """The job's timeline with `status` entered at `when`."""
+    timeline = session.scalar(select(Job.timeline).where(Job.id == job_id))
+    return _timeline_with(timeline, status, when)
+
+
+def _timeline_with(
+    timeline: dict[str, str] | None, status: Status, when: dt.datetime
+) -> dict[str, str]:
+    return {**(timeline or {}), status.value: when.isoformat()}
 
 
 def _rowcount(result: Any) -> int:

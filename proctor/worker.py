@@ -24,7 +24,7 @@ from proctor.api.schemas import webhook_body
 from proctor.config import Settings
 from proctor.engine import DockerEngine, Executor
 from proctor.jobs import ErrorCode, Outcome, Status
-from proctor.pipeline import Control, Pipeline, StopReason, Ticket
+from proctor.pipeline import Control, Learnt, Pipeline, StopReason, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,9 @@ class Worker:
         control = Control()
         with self._active_lock:
             self._active[job_id] = control
+        pipeline = Pipeline(self.settings, executor, self.id)
         try:
-            outcome = Pipeline(self.settings, executor, self.id).execute(ticket, control)
+            outcome = pipeline.execute(ticket, control)
         except exceptions.ServiceUnavailable:
             raise  # the lease runs out and the job is tried again
         except Exception as exc:
@@ -209,20 +210,28 @@ class Worker:
         finally:
             with self._active_lock:
                 self._active.pop(job_id, None)
-        self._settle(job_id, outcome, control, ticket.dataset)
+        self._settle(job_id, outcome, control, ticket.dataset, pipeline.unstored)
         if outcome is not None and outcome.error and outcome.error.code is ErrorCode.INTERNAL:
             # Whatever broke may break the next job too: give it a moment.
             self._stopping.wait(ENGINE_FAILURE_BACKOFF_SECONDS)
         return True
 
     def _settle(
-        self, job_id: str, outcome: Outcome | None, control: Control, dataset: str | None
+        self,
+        job_id: str,
+        outcome: Outcome | None,
+        control: Control,
+        dataset: str | None,
+        unstored: Learnt,
     ) -> None:
+        """Store the attempt's outcome with what the pipeline learnt and has not stored."""
         succeeded = outcome is not None and outcome.status is Status.SUCCEEDED
         dataset_hash = self._dataset_hash(dataset) if succeeded and dataset else None
         with db.session_scope(self.settings) as session:
+            for phase, seconds in unstored.timings:
+                store.observe_phase(session, phase, seconds)
             if outcome is not None:
-                if store.finish(session, job_id, self.id, outcome):
+                if store.finish(session, job_id, self.id, outcome, **unstored.facts):
                     # Signed by the worker that saw the result, in the same transaction.
                     results.sign_job(session, self.settings, job_id, dataset_hash)
                     log.info("job %s: %s %s", job_id, outcome.status, outcome.error or "")
