@@ -129,6 +129,12 @@ def get_job(session: Session, job_id: str, viewer: users.Viewer) -> Job:
     return job
 
 
+def job_status(session: Session, job_id: str) -> Status | None:
+    """The job's status alone (no access check): what a waiting request rereads."""
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    return None if status is None else Status(status)
+
+
 def owner_names(
     session: Session, owner_ids: Iterable[int], viewer: users.Viewer | None = None
 ) -> dict[int, str]:

@@ -84,6 +84,11 @@ def _read_job(settings: Settings, job_id: str, viewer: users.Viewer) -> tuple[Jo
         return job, JobOut.of(job, names.get(job.owner_id), delivery)
 
 
+def _read_status(settings: Settings, job_id: str) -> jobs.Status | None:
+    with db.session_scope(settings) as session:
+        return store.job_status(session, job_id)
+
+
 FinalJobs = ExpiringCache[str, tuple[int, bytes]]
 """Answers for final jobs: job id -> (owner id, the job's JSON)."""
 
@@ -405,17 +410,27 @@ async def get_job(
         return _answer(final_jobs, *await run_blocking(_read_job, settings, job_id, user))
     watch: changes.JobWatch = request.app.state.job_watch
     deadline = time.monotonic() + wait
+
+    def answers(status: jobs.Status | None) -> bool:
+        return status is None or status.is_final or (after is not None and status != after)
+
     with watch.subscribe(job_id) as changed:  # before reading: no change slips between
-        while True:
-            changed.clear()
-            job, out = await run_blocking(_read_job, settings, job_id, user)
+        job, out = await run_blocking(_read_job, settings, job_id, user)  # may be a 404
+        status: jobs.Status | None = out.status
+        while not answers(status):
             left = deadline - time.monotonic()
-            moved = after is not None and out.status != after
-            if out.status.is_final or moved or left <= 0 or await request.is_disconnected():
-                return _answer(final_jobs, job, out)
+            if left <= 0 or await request.is_disconnected():
+                break
             # A change wakes this at once; the timeout is the fallback for a lost notice.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(left, WAIT_RECHECK_SECONDS))
+            changed.clear()
+            # Any commit may wake this (on SQLite, any change to the database): the
+            # status alone says whether to answer, for a fraction of a whole read.
+            status = await run_blocking(_read_status, settings, job_id)
+    if status != out.status:
+        job, out = await run_blocking(_read_job, settings, job_id, user)
+    return _answer(final_jobs, job, out)
 
 
 @router.get("/{job_id}/result", response_model=SignedResult, responses=ERRORS)
