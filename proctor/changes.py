@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
@@ -58,6 +57,8 @@ def _listen_postgresql(
     stop: threading.Event,
     listening: threading.Event,
 ) -> None:
+    import psycopg  # here: a process on SQLite never pays for importing it
+
     first = True
     while not stop.is_set():
         try:

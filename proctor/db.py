@@ -6,10 +6,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
@@ -17,6 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from proctor import exceptions
 from proctor.config import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
@@ -116,6 +117,10 @@ def session_scope(settings: Settings) -> Iterator[Session]:
 
 
 def alembic_config(settings: Settings) -> Config:
+    # Alembic is imported where migrations are handled: a process that only opens the
+    # database starts faster without it.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # Alembic's config is ConfigParser-based: a literal % must be doubled.
@@ -125,6 +130,8 @@ def alembic_config(settings: Settings) -> Config:
 
 def upgrade(settings: Settings) -> None:
     """Bring the schema to the newest revision (creating the database if needed)."""
+    from alembic import command
+
     settings.home.mkdir(parents=True, exist_ok=True)
     try:
         with get_engine(settings.database_url).begin() as connection:
