@@ -66,6 +66,14 @@ def test_row_ratio_is_proctor_over_baseline() -> None:
     assert Row("x", "ms", 1.0, None, Target(Goal.NONE)).ratio is None
 
 
+@pytest.mark.parametrize(
+    ("count", "rounds", "shares"),
+    [(100, 5, [20] * 5), (10, 2, [5, 5]), (7, 3, [3, 2, 2]), (2, 5, [1, 1, 0, 0, 0])],
+)
+def test_throughput_rounds_share_out_every_job(count: int, rounds: int, shares: list[int]) -> None:
+    assert measure._shares(count, rounds) == shares
+
+
 def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(1, 21)]
     assert report.percentile(values, 0.95) == 19.0
