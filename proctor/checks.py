@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, runtime_checkable
 
 from proctor import exceptions
 from proctor.engine import ImageInfo
@@ -99,6 +100,41 @@ class Check(Protocol):
     def __call__(self, subject: Subject) -> Iterable[Finding]: ...
 
 
+@runtime_checkable
+class DockerfileCheck(Check, Protocol):
+    """A check that reads the Dockerfile alone: it can run while the image builds."""
+
+    def lint(self, dockerfile: str) -> Iterable[Finding]: ...
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """What one check found, and how long it took."""
+
+    name: str
+    found: list[Finding]
+    seconds: float
+
+
+def run_check(check: Check, call: Callable[[], Iterable[Finding]]) -> CheckRun:
+    """Run a check (`call`). A check that breaks becomes a finding of its own rather
+    than failing the job: the others still run."""
+    started = time.monotonic()
+    try:
+        found = list(call())
+    except exceptions.CheckError as exc:
+        log.warning("check %s failed: %s", check.name, exc.message)
+        found = [
+            Finding(
+                f"{check.name}.error",
+                Severity.MEDIUM,
+                f"the {check.name} check could not complete: {exc.message}",
+                source=check.name,
+            )
+        ]
+    return CheckRun(check.name, found, time.monotonic() - started)
+
+
 def parse_severity(value: str) -> Severity:
     try:
         return Severity(value.strip().lower())
@@ -152,26 +188,15 @@ def run_checks(
     subject: Subject,
     policy: Policy,
     on_progress: Callable[[str], None] = lambda _: None,
+    done: Mapping[str, CheckRun] | None = None,
 ) -> list[Finding]:
-    """Every check's findings with the policy applied. A check that breaks becomes a
-    finding of its own rather than failing the job: the others still ran."""
+    """Every check's findings with the policy applied, worst first; the checks `done`
+    already (by name) are not run again."""
     findings: list[Finding] = []
     for check in checks:
-        started = time.monotonic()
-        try:
-            found = list(check(subject))
-        except exceptions.CheckError as exc:
-            log.warning("check %s failed: %s", check.name, exc.message)
-            found = [
-                Finding(
-                    f"{check.name}.error",
-                    Severity.MEDIUM,
-                    f"the {check.name} check could not complete: {exc.message}",
-                    source=check.name,
-                )
-            ]
-        on_progress(f"{check.name}: {len(found)} finding(s) in {time.monotonic() - started:.1f} s")
-        findings.extend(policy.apply(f) for f in found)
+        run = (done or {}).get(check.name) or run_check(check, partial(check, subject))
+        on_progress(f"{run.name}: {len(run.found)} finding(s) in {run.seconds:.1f} s")
+        findings.extend(policy.apply(f) for f in run.found)
     return worst_first(findings)
 
 

@@ -51,6 +51,9 @@ class HadolintCheck:
         self.timeout_seconds = timeout_seconds
 
     def __call__(self, subject: Subject) -> list[Finding]:
+        return self.lint(subject.dockerfile)
+
+    def lint(self, dockerfile: str) -> list[Finding]:
         command = [self.executable, "--format", "json", "--no-fail", "--no-color"]
         command += ["--disable-ignore-pragma"]
         for rule in self.ignore:
@@ -61,7 +64,7 @@ class HadolintCheck:
             try:
                 done = subprocess.run(
                     [*command, "-"],
-                    input=subject.dockerfile.encode(),
+                    input=dockerfile.encode(),
                     capture_output=True,
                     cwd=empty,
                     env=isolated,

@@ -167,9 +167,12 @@ class Pipeline:
             with db.session_scope(self.settings) as session:
                 context = store.load_context(session, job_id)
             submission = self._resubmit(context)
+            linted = scanning.DockerfileChecks(self.checks, submission.dockerfile)
             bases = self._ready_engine(control, lambda: self._base_images(submission, build_log))
             image_id = self._build(job_id, submission, control, build_log)
-            image = self._scan(job_id, submission.dockerfile, bases, image_id, control, build_log)
+            image = self._scan(
+                job_id, submission.dockerfile, bases, image_id, linted, control, build_log
+            )
             build_log.flush()  # so the stored logs read build first, then run
             outcome = self._run(ticket, image, output_dir, control, run_log)
             if outcome.error is not None:
@@ -275,6 +278,7 @@ class Pipeline:
         dockerfile: str,
         bases: Sequence[ImageInfo],
         image_id: str,
+        linted: scanning.DockerfileChecks,
         control: Control,
         on_log: LogSink,
     ) -> ImageInfo:
@@ -289,6 +293,7 @@ class Pipeline:
             bases,
             image_id,
             lambda progress: on_log(f"[proctor] {progress}\n"),
+            linted.results(),
         )
         records = [f.record() for f in findings]
         self._learnt((Status.SCANNING, time.monotonic() - started), findings=records)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from proctor import checks, inspection, lint, scanners
@@ -44,6 +46,31 @@ def configured_checks(settings: Settings) -> tuple[checks.Check, ...]:
     return tuple(found)
 
 
+class DockerfileChecks:
+    """The checks of the Dockerfile alone, run in a thread of their own from the start
+    of the build: their time hides behind it."""
+
+    def __init__(self, job_checks: Sequence[checks.Check], dockerfile: str) -> None:
+        self._checks = [c for c in job_checks if isinstance(c, checks.DockerfileCheck)]
+        self._runs: dict[str, checks.CheckRun] = {}
+        self._thread: threading.Thread | None = None
+        if self._checks:
+            self._thread = threading.Thread(
+                target=self._run, args=(dockerfile,), name="dockerfile-checks", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, dockerfile: str) -> None:
+        for check in self._checks:
+            self._runs[check.name] = checks.run_check(check, partial(check.lint, dockerfile))
+
+    def results(self) -> dict[str, checks.CheckRun]:
+        """What they found, by check name, once they are done."""
+        if self._thread is not None:
+            self._thread.join()
+        return self._runs
+
+
 def base_image(image: ImageInfo, candidates: Sequence[ImageInfo]) -> ImageInfo | None:
     """The base image the build started from: of the images the Dockerfile names, the
     one whose layers the built image extends furthest."""
@@ -64,6 +91,7 @@ def scan(
     bases: Sequence[ImageInfo],
     image_id: str,
     on_progress: Callable[[str], None],
+    done: Mapping[str, checks.CheckRun] | None = None,
 ) -> tuple[ImageInfo, list[checks.Finding]]:
     """Run the checks on the built image, which was built on one of `bases`; returns the
     image and the findings, worst first."""
@@ -81,7 +109,7 @@ def scan(
             frozenset(base.diff_ids if base else ()),
         )
         subject = checks.Subject(dockerfile, image, base, layers)
-        findings = checks.run_checks(job_checks, subject, policy(settings), on_progress)
+        findings = checks.run_checks(job_checks, subject, policy(settings), on_progress, done)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return image, findings

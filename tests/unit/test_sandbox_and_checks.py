@@ -1,14 +1,18 @@
-"""The sandbox profile and the blocking policy of the checks."""
+"""The sandbox profile, the blocking policy of the checks and how checks are run."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
-from proctor import checks
+from proctor import checks, exceptions, scanning
 from proctor.checks import Finding, Severity
 from proctor.config import Settings
+from proctor.engine import ImageInfo
 from proctor.sandbox import SandboxProfile, run_user
 
 
@@ -103,3 +107,58 @@ def test_parse_severity() -> None:
     assert checks.parse_severity(" High ") is Severity.HIGH
     with pytest.raises(ValueError, match="not one of"):
         checks.parse_severity("urgent")
+
+
+class _CountingLint:
+    """A Dockerfile check that counts its runs and finds one thing per FROM line."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    def __call__(self, subject: checks.Subject) -> list[Finding]:
+        return self.lint(subject.dockerfile)
+
+    def lint(self, dockerfile: str) -> list[Finding]:
+        self.runs.append(threading.current_thread().name)
+        return [finding(Severity.LOW, "from") for line in dockerfile.splitlines() if "FROM" in line]
+
+
+class _NoLayers:
+    def tarball(self) -> Path:
+        raise AssertionError("not read by these checks")
+
+    def new_layers(self) -> Iterator[tuple[str, IO[bytes]]]:
+        return iter(())
+
+
+class _Broken:
+    name = "broken"
+
+    def __call__(self, subject: checks.Subject) -> list[Finding]:
+        raise AssertionError("not a Dockerfile check: runs with the image only")
+
+    def lint(self, dockerfile: str) -> list[Finding]:
+        raise exceptions.CheckError("no binary")
+
+
+def test_dockerfile_checks_run_beside_the_build_and_are_not_run_again() -> None:
+    lint = _CountingLint()
+    early = scanning.DockerfileChecks([lint, _Broken()], "FROM a AS x\nFROM b\n")
+    done = early.results()
+    assert lint.runs == ["dockerfile-checks"]  # in a thread of its own
+    assert [f.rule for f in done["counting"].found] == ["from", "from"]
+    assert [f.rule for f in done["broken"].found] == ["broken.error"]  # an error is a finding
+    progress: list[str] = []
+    image = ImageInfo(id="sha256:x", user="app", size_bytes=0)
+    subject = checks.Subject("FROM a AS x\nFROM b\n", image, None, _NoLayers())
+    found = checks.run_checks([lint, _Broken()], subject, checks.Policy(), progress.append, done)
+    assert len(lint.runs) == 1  # not run again
+    assert sorted(f.rule for f in found) == ["broken.error", "from", "from"]
+    assert [line.split(":")[0] for line in progress] == ["counting", "broken"]
+
+
+def test_dockerfile_checks_without_any_start_no_thread() -> None:
+    early = scanning.DockerfileChecks([], "FROM a\n")
+    assert early.results() == {}
