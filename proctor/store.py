@@ -2,6 +2,10 @@
 
 State changes made by a worker are conditional on it still holding the job's
 lease, so a worker that lost its lease can never overwrite a newer attempt.
+
+UPDATEs skip the ORM's synchronisation of the session (`synchronize_session=False`):
+no object in the session holds the rows they change, or the caller refreshes it, and
+synchronising may read the changed rows back (half the cost of a phase observation).
 """
 
 from __future__ import annotations
@@ -237,12 +241,14 @@ def request_cancel(session: Session, job_id: str, viewer: users.Viewer) -> Job:
             cancel_requested=True,
             timeline=_timeline_with(job.timeline, Status.CANCELLED, now),
         )
+        .execution_options(synchronize_session=False)
     )
     if _rowcount(cancelled) == 0:
         flagged = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status.in_(_ACTIVE))
             .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
         )
         if _rowcount(flagged) == 0:
             session.refresh(job)
@@ -344,6 +350,7 @@ def advance(session: Session, job_id: str, worker_id: str, status: Status, **val
             Job.cancel_requested.is_(False),
         )
         .values(status=status.value, timeline=_stamped(session, job_id, status, now), **values)
+        .execution_options(synchronize_session=False)
     )
     if _rowcount(moved) == 0:
         return False
@@ -357,6 +364,7 @@ def record(session: Session, job_id: str, worker_id: str, **values: Any) -> bool
         update(Job)
         .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status.in_(_ACTIVE))
         .values(**values)
+        .execution_options(synchronize_session=False)
     )
     return _rowcount(result) == 1
 
@@ -382,6 +390,7 @@ def finish(session: Session, job_id: str, worker_id: str, outcome: Outcome, **va
             timeline=_stamped(session, job_id, outcome.status, now),
             **values,
         )
+        .execution_options(synchronize_session=False)
     )
     if _rowcount(result) == 0:
         return False
@@ -401,6 +410,7 @@ def give_back(session: Session, job_id: str, worker_id: str) -> bool:
             lease_expires_at=None,
             attempts=Job.attempts - 1,
         )
+        .execution_options(synchronize_session=False)
     )
     notify_queued(session)
     return _rowcount(result) == 1
@@ -416,6 +426,7 @@ def renew_leases(
         update(Job)
         .where(Job.id.in_(job_ids), Job.lease_owner == worker_id, Job.status.in_(_ACTIVE))
         .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
     )
     return set(
         session.scalars(
@@ -467,6 +478,7 @@ def release_expired(session: Session, max_attempts: int) -> int:
         update(Job)
         .where(*expired)
         .values(status=Status.QUEUED.value, lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
     )
     if _rowcount(requeued):
         notify_queued(session)
@@ -569,6 +581,7 @@ def _add_observation(session: Session, phase: Status, seconds: float) -> bool:
         .values(
             value=PhaseHistogram.value + case((PhaseHistogram.bucket == "sum", seconds), else_=1.0)
         )
+        .execution_options(synchronize_session=False)
     )
     return _rowcount(result) > 0
 
