@@ -2,10 +2,12 @@
 
 On PostgreSQL a transaction sends `NOTIFY channel, payload` (delivered on commit) and a
 listener thread hears it at once. SQLite has no NOTIFY: the listener watches the
-database's files (size and modification time) instead, which change on every commit,
-and reports a change with no payload. Either way a notification only says "look
-again": the database stays the only source of truth, and a listener that lost its
-connection reports a change when it is back, since it cannot know what it missed.
+database's files instead, which change on every commit, and reports a change with no
+payload; on Linux the kernel says when they are written (inotify), elsewhere (or
+without inotify) their size and modification time are looked at every 20 ms. Either
+way a notification only says "look again": the database stays the only source of
+truth, and a listener that lost its connection reports a change when it is back,
+since it cannot know what it missed.
 
 The worker uses this to claim a queued job at once; the API, to answer a request
 waiting on a job (`GET /api/v1/jobs/{id}?wait=`) as soon as the job changes.
@@ -24,9 +26,11 @@ from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
 
-LISTEN_TIMEOUT_SECONDS = 1.0  # how often a PostgreSQL listener looks at its stop flag
+LISTEN_TIMEOUT_SECONDS = 1.0  # how often a listener blocked on the database looks at its stop flag
 RETRY_SECONDS = 2.0  # after the PostgreSQL connection failed
-WATCH_SECONDS = 0.02  # how often the SQLite watcher looks at the database files
+WATCH_SECONDS = 0.02  # how often the SQLite watcher looks at the files without inotify
+
+READ_DELAY_MS = 2  # a commit is several writes: one report for them
 
 OnChange = Callable[[str | None], None]
 """Called with a notification's payload; None when it is not known what changed."""
@@ -80,8 +84,53 @@ def _listen_postgresql(
 def _watch_sqlite(
     database: Path, on_change: OnChange, stop: threading.Event, listening: threading.Event
 ) -> None:
-    # Looking at two files' size and time costs far less than a query.
     files = (database, Path(f"{database}-wal"))
+    try:
+        watch = _FileWrites(files)
+    except (ImportError, OSError) as exc:  # not Linux, or no inotify watches left
+        log.info("watching %s by polling: %s", database, exc)
+        _poll_sqlite(files, on_change, stop, listening)
+        return
+    with watch:
+        listening.set()
+        while not stop.is_set():
+            if watch.wait(LISTEN_TIMEOUT_SECONDS):
+                on_change(None)
+
+
+class _FileWrites:
+    """Writes to some files, from the kernel (inotify on their folder: SQLite deletes and
+    creates the -wal file again, which a watch on the file itself would not survive).
+    A thread blocked here costs nothing until a write."""
+
+    def __init__(self, files: tuple[Path, ...]) -> None:
+        from inotify_simple import INotify, flags  # Linux only: imported where used
+
+        self._names = {path.name for path in files}
+        self._inotify = INotify()
+        try:
+            folder = files[0].parent
+            self._inotify.add_watch(folder, flags.MODIFY | flags.CREATE | flags.MOVED_TO)
+        except OSError:
+            self._inotify.close()
+            raise
+
+    def wait(self, timeout: float) -> bool:
+        """Whether one of the files was written within `timeout` seconds."""
+        events = self._inotify.read(timeout=int(timeout * 1000), read_delay=READ_DELAY_MS)
+        return any(event.name in self._names for event in events)
+
+    def __enter__(self) -> _FileWrites:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._inotify.close()
+
+
+def _poll_sqlite(
+    files: tuple[Path, ...], on_change: OnChange, stop: threading.Event, listening: threading.Event
+) -> None:
+    # Looking at two files' size and time costs far less than a query.
     seen = file_stamp(files)
     listening.set()
     while not stop.wait(WATCH_SECONDS):

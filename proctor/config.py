@@ -102,7 +102,9 @@ class Settings(BaseSettings):
     max_running_per_user: int = Field(0, ge=0)
     max_queued_per_user: int = Field(1000, ge=0)
     engine_retries: int = Field(4, ge=1)
-    worker_poll_interval: float = Field(0.25, gt=0)
+    # An idle slot looks for work this often; it is woken at once when a job is queued
+    # (PostgreSQL NOTIFY, or a change to the SQLite files), so this is only the fallback.
+    worker_poll_interval: float = Field(2.0, gt=0)
     lease_seconds: float = Field(30, ge=2)
     max_attempts: int = Field(3, ge=1)
     keep_images: bool = False
