@@ -114,14 +114,6 @@ class LogSink:
         self._last_flush = time.monotonic()
 
 
-@dataclass
-class Learnt:
-    """Facts for the job's row (image id, findings…) and phase timings (the histogram)."""
-
-    facts: dict[str, object] = field(default_factory=dict)
-    timings: list[tuple[Status, float]] = field(default_factory=list)
-
-
 @dataclass(frozen=True)
 class Ticket:
     """What the worker knows of a job it claimed."""
@@ -151,9 +143,12 @@ class Pipeline:
         self.worker_id = worker_id
         self.checks = scanning.configured_checks(settings) if job_checks is None else job_checks
         self.policy = scanning.policy(settings)
-        # What the attempt learnt and has not stored yet: it goes with the next write
-        # the job needs anyway (the next phase, or the outcome, which the worker stores).
-        self.unstored = Learnt()
+        # Facts for the job's row (image id, findings…) not stored yet: they go with the
+        # next write the job needs anyway (the next phase, or the outcome, which the
+        # worker stores).
+        self.unstored: dict[str, object] = {}
+        # How long each phase took, for the phase histogram (the worker stores them).
+        self.timings: list[tuple[Status, float]] = []
         self._containers_gone = False
 
     def execute(self, ticket: Ticket, control: Control) -> Outcome | None:
@@ -388,27 +383,24 @@ class Pipeline:
         if control.abort.is_set():
             raise Interrupted(control.reason)
 
-    # One transaction per change of status: what the phases before learnt, and how long
-    # they took, go with it.
+    # One transaction per change of status: what the phases before learnt goes with it.
 
     def _learnt(self, took: tuple[Status, float], **facts: object) -> None:
-        """Note what a phase learnt and how long it `took`, to be stored with the next write."""
-        self.unstored.timings.append(took)
-        self.unstored.facts.update(facts)
+        """Note how long a phase `took`, and what it learnt, to store with the next write."""
+        self.timings.append(took)
+        self.unstored.update(facts)
 
     def _advance(self, job_id: str, status: Status, control: Control, **facts: object) -> None:
         """Move the job to `status`, storing `facts` and what is unstored in the same
         transaction."""
         self._check_point(control)
-        pending = self.unstored
+        facts = {**self.unstored, **facts}
         with db.session_scope(self.settings) as session:
-            for phase, seconds in pending.timings:
-                store.observe_phase(session, phase, seconds)
-            moved = store.advance(session, job_id, self.worker_id, status, **pending.facts, **facts)
+            moved = store.advance(session, job_id, self.worker_id, status, **facts)
             if not moved:
                 # Kept for the job's record all the same (it stays ours if cancelled).
-                store.record(session, job_id, self.worker_id, **pending.facts, **facts)
-        self.unstored = Learnt()
+                store.record(session, job_id, self.worker_id, **facts)
+        self.unstored = {}
         if not moved:
             # Either cancelled (the flag blocks the move) or the lease went elsewhere.
             control.stop(

@@ -567,20 +567,32 @@ def clear_logs(session: Session, job_id: str) -> None:
 
 def observe_phase(session: Session, phase: Status, seconds: float) -> None:
     """Add one duration to the shared cumulative histogram of a phase."""
-    # One statement when the phase's rows exist, as they do after its first observation.
-    if not _add_observation(session, phase, seconds):
-        _ensure_histogram(session, phase)
-        _add_observation(session, phase, seconds)
+    observe_phases(session, [(phase, seconds)])
 
 
-def _add_observation(session: Session, phase: Status, seconds: float) -> bool:
-    buckets = [bucket_label(b) for b in PHASE_BUCKETS_SECONDS if seconds <= b]
+def observe_phases(session: Session, timings: Iterable[tuple[Status, float]]) -> None:
+    """Add durations to the shared cumulative histograms of their phases: one statement
+    per phase when its rows exist, as they do after its first observation."""
+    by_phase: dict[Status, list[float]] = {}
+    for phase, seconds in timings:
+        by_phase.setdefault(phase, []).append(seconds)
+    for phase, durations in by_phase.items():
+        added = {
+            bucket_label(bound): float(sum(1 for d in durations if d <= bound))
+            for bound in PHASE_BUCKETS_SECONDS
+        }
+        added = {bucket: count for bucket, count in added.items() if count}
+        added["sum"] = sum(durations)
+        if not _add_observations(session, phase, added):
+            _ensure_histogram(session, phase)
+            _add_observations(session, phase, added)
+
+
+def _add_observations(session: Session, phase: Status, added: dict[str, float]) -> bool:
     result = session.execute(
         update(PhaseHistogram)
-        .where(PhaseHistogram.phase == phase.value, PhaseHistogram.bucket.in_([*buckets, "sum"]))
-        .values(
-            value=PhaseHistogram.value + case((PhaseHistogram.bucket == "sum", seconds), else_=1.0)
-        )
+        .where(PhaseHistogram.phase == phase.value, PhaseHistogram.bucket.in_(list(added)))
+        .values(value=PhaseHistogram.value + case(added, value=PhaseHistogram.bucket))
         .execution_options(synchronize_session=False)
     )
     return _rowcount(result) > 0

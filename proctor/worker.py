@@ -8,6 +8,7 @@ running jobs, remove their containers and give the jobs back to the queue.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -16,15 +17,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
-from proctor import changes, datasets, db, exceptions, results, store, webhooks
+from proctor import changes, datasets, db, exceptions, results, scanning, store, webhooks
 from proctor.api.schemas import webhook_body
 from proctor.config import Settings
 from proctor.engine import DockerEngine, Executor
 from proctor.jobs import ErrorCode, Outcome, Status
-from proctor.pipeline import Control, Learnt, Pipeline, StopReason, Ticket
+from proctor.pipeline import Control, Pipeline, StopReason, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._slots: list[threading.Thread] = []
         self._wakeup = threading.Event()
+        self._timings = Timings()
+        # Which scanners are installed is looked up once, not for every job.
+        self._checks = scanning.configured_checks(settings)
         self._webhooks = webhooks.Dispatcher(settings, webhook_body)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -199,7 +203,7 @@ class Worker:
         control = Control()
         with self._active_lock:
             self._active[job_id] = control
-        pipeline = Pipeline(self.settings, executor, self.id)
+        pipeline = Pipeline(self.settings, executor, self.id, self._checks)
         try:
             outcome = pipeline.execute(ticket, control)
         except exceptions.ServiceUnavailable:
@@ -210,6 +214,7 @@ class Worker:
         finally:
             with self._active_lock:
                 self._active.pop(job_id, None)
+        self._timings.add(pipeline.timings)
         self._settle(job_id, outcome, control, ticket.dataset, pipeline.unstored)
         if outcome is not None and outcome.error and outcome.error.code is ErrorCode.INTERNAL:
             # Whatever broke may break the next job too: give it a moment.
@@ -222,16 +227,14 @@ class Worker:
         outcome: Outcome | None,
         control: Control,
         dataset: str | None,
-        unstored: Learnt,
+        unstored: dict[str, object],
     ) -> None:
         """Store the attempt's outcome with what the pipeline learnt and has not stored."""
         succeeded = outcome is not None and outcome.status is Status.SUCCEEDED
         dataset_hash = self._dataset_hash(dataset) if succeeded and dataset else None
         with db.session_scope(self.settings) as session:
-            for phase, seconds in unstored.timings:
-                store.observe_phase(session, phase, seconds)
             if outcome is not None:
-                if store.finish(session, job_id, self.id, outcome, **unstored.facts):
+                if store.finish(session, job_id, self.id, outcome, **unstored):
                     # Signed by the worker that saw the result, in the same transaction.
                     results.sign_job(session, self.settings, job_id, dataset_hash)
                     log.info("job %s: %s %s", job_id, outcome.status, outcome.error or "")
@@ -260,7 +263,8 @@ class Worker:
             time.sleep(CANCEL_POLL_SECONDS)
             released = 0
             try:
-                with db.session_scope(self.settings) as session:
+                with self._timings.stored() as timed, db.session_scope(self.settings) as session:
+                    store.observe_phases(session, timed)
                     held = self.active_jobs
                     for job_id in store.cancel_requested(session, held):
                         self._stop_job(job_id, StopReason.CANCEL)
@@ -277,6 +281,9 @@ class Worker:
                         self.sweep_orphans()
             except exceptions.ServiceUnavailable as exc:
                 log.warning("supervisor: database unavailable: %s", exc.message)
+        with contextlib.suppress(exceptions.ServiceUnavailable):
+            with self._timings.stored() as timed, db.session_scope(self.settings) as session:
+                store.observe_phases(session, timed)  # the last jobs'
 
     def _stop_job(self, job_id: str, reason: StopReason) -> None:
         with self._active_lock:
@@ -284,6 +291,31 @@ class Worker:
         if control is not None:
             log.info("job %s: stopping (%s)", job_id, reason)
             control.stop(reason)
+
+
+class Timings:
+    """Phase durations of the worker's jobs, stored in batches (the phase histogram is
+    a metric: a second late costs nothing, a write per observation costs CPU)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Status, float]] = []
+
+    def add(self, timings: list[tuple[Status, float]]) -> None:
+        with self._lock:
+            self._pending += timings
+
+    @contextlib.contextmanager
+    def stored(self) -> Iterator[list[tuple[Status, float]]]:
+        """The pending durations, to store in a transaction; kept if it fails."""
+        with self._lock:
+            taken, self._pending = self._pending, []
+        try:
+            yield taken
+        except BaseException:
+            with self._lock:
+                self._pending = taken + self._pending
+            raise
 
 
 def run_worker(settings: Settings) -> None:

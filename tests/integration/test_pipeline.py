@@ -45,6 +45,19 @@ def test_pipeline_succeeds_with_performance_and_metrics(
     assert "scoring" in logs
     assert containers_of(docker_client, job["id"]) == []
     assert managed_images(docker_client, job["id"]) == []
+    # The phase histogram gets the job's phases within the supervisor's next round.
+    deadline = time.monotonic() + 10
+    while not _phases_counted(api) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _phases_counted(api)
+
+
+def _phases_counted(api: Api) -> bool:
+    metrics = api.get("/metrics").text
+    return all(
+        f'proctor_job_phase_seconds_count{{phase="{phase}"}} 1.0' in metrics
+        for phase in ("building", "scanning", "running")
+    )
 
 
 def test_pipeline_runs_as_unprivileged_user_on_read_only_root(api: Api, worker: Worker) -> None:

@@ -9,12 +9,12 @@ import time
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from proctor import db, exceptions, jobs, pipeline, store, users
 from proctor.config import Settings
 from proctor.jobs import ErrorCode, Outcome, Status
-from proctor.models import Base, Job, User
+from proctor.models import Base, Job, PhaseHistogram, User
 
 from ..conftest import SettingsFactory
 
@@ -158,6 +158,28 @@ def test_phase_histogram_is_cumulative(settings: Settings) -> None:
     assert running["10.0"] == 2
     assert running["+Inf"] == 2
     assert running["sum"] == pytest.approx(7.3)
+
+
+def test_phase_observations_in_a_batch_count_as_one_by_one(settings: Settings) -> None:
+    batch = [
+        (Status.RUNNING, 0.3),
+        (Status.BUILDING, 2.0),
+        (Status.RUNNING, 7),
+        (Status.RUNNING, 0.3),
+    ]
+    with db.session_scope(settings) as session:
+        store.observe_phases(session, batch[:2])  # creates the rows of both phases
+        store.observe_phases(session, batch[2:])
+        batched = store.phase_histograms(session)
+        session.execute(delete(PhaseHistogram))
+        for phase, seconds in batch:
+            store.observe_phase(session, phase, seconds)
+        assert store.phase_histograms(session) == batched
+    assert batched["running"]["0.5"] == 2
+    assert batched["running"]["10.0"] == 3
+    assert batched["running"]["sum"] == pytest.approx(7.6)
+    assert batched["building"]["2.5"] == 1
+    assert batched["building"]["1.0"] == 0
 
 
 def test_cursor_round_trip_and_garbage() -> None:
