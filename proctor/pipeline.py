@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy.orm import Session
+
 from proctor import checks, db, exceptions, intake, jobs, perf, scanning, scratch, store
 from proctor.config import Settings
 from proctor.engine import Executor, ImageInfo
@@ -87,9 +89,11 @@ class LogSink:
                 self._timer.daemon = True
                 self._timer.start()
 
-    def flush(self) -> None:
+    def flush(self, session: Session | None = None) -> None:
+        """Store what is pending: in the caller's transaction (`session`), or in one of
+        its own."""
         with self._lock:
-            self._flush_locked()
+            self._flush_locked(session)
 
     def _flush_later(self) -> None:
         with self._lock:
@@ -100,15 +104,18 @@ class LogSink:
                 # Kept pending: the next write or the final flush stores it.
                 log.exception("job %s: cannot store %s log yet", self._job_id, self._stream)
 
-    def _flush_locked(self) -> None:
+    def _flush_locked(self, session: Session | None = None) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if not self._pending:
             return
         text = "".join(self._pending)
-        with db.session_scope(self._settings) as session:
+        if session is not None:
             store.append_log(session, self._job_id, self._stream, text)
+        else:
+            with db.session_scope(self._settings) as own:
+                store.append_log(own, self._job_id, self._stream, text)
         self._stored_bytes += self._pending_bytes
         self._pending, self._pending_bytes = [], 0
         self._last_flush = time.monotonic()
@@ -120,6 +127,7 @@ class Ticket:
 
     id: str
     timeout: float
+    context: bytes | None  # the build context, read with the claim (None: missing)
     dataset: str | None = None
     gpus: int | None = None
 
@@ -159,17 +167,14 @@ class Pipeline:
         image_id: str | None = None
         output_dir = self.settings.jobs_dir / job_id
         try:
-            with db.session_scope(self.settings) as session:
-                context = store.load_context(session, job_id)
-            submission = self._resubmit(context)
+            submission = self._resubmit(ticket)
             linted = scanning.DockerfileChecks(self.checks, submission.dockerfile)
             bases = self._ready_engine(control, lambda: self._base_images(submission, build_log))
             image_id = self._build(job_id, submission, control, build_log)
             image = self._scan(
                 job_id, submission.dockerfile, bases, image_id, linted, control, build_log
             )
-            build_log.flush()  # so the stored logs read build first, then run
-            outcome = self._run(ticket, image, output_dir, control, run_log)
+            outcome = self._run(ticket, image, output_dir, control, build_log, run_log)
             if outcome.error is not None:
                 run_log(f"\n[proctor] {outcome.error.code}: {outcome.error.message}\n")
             return outcome
@@ -207,11 +212,14 @@ class Pipeline:
                     raise Interrupted(control.reason) from exc
         raise AssertionError("unreachable")
 
-    def _resubmit(self, context: bytes) -> intake.Submission:
+    def _resubmit(self, ticket: Ticket) -> intake.Submission:
         # The context was checked at submission; checking again here applies this
         # worker's allowlist and proves the stored bytes are the ones that were checked.
+        if ticket.context is None:
+            raise _Failed(ErrorCode.INTERNAL, f"job {ticket.id} has no stored build context")
+        limits = intake.IntakeLimits.from_settings(self.settings)
         try:
-            return intake.read_submission(context, intake.IntakeLimits.from_settings(self.settings))
+            return intake.read_submission(ticket.context, limits)
         except exceptions.SubmissionError as exc:
             raise _Failed(ErrorCode.BUILD_FAILED, exc.message) from exc
 
@@ -305,6 +313,7 @@ class Pipeline:
         image: ImageInfo,
         output_dir: Path,
         control: Control,
+        build_log: LogSink,
         on_log: LogSink,
     ) -> Outcome:
         job_id = ticket.id
@@ -319,7 +328,9 @@ class Pipeline:
         profile = SandboxProfile.for_job(
             self.settings, image_user=image.user, timeout=ticket.timeout, gpus=ticket.gpus
         )
-        self._advance(job_id, Status.RUNNING, control, sandbox=profile.record())
+        # The build's log is stored with the move, so that the stored logs read build
+        # first, then run.
+        self._advance(job_id, Status.RUNNING, control, build_log, sandbox=profile.record())
         capped = profile.output_capped
         try:
             with scratch.output_dir(output_dir, max_bytes=profile.output_max_bytes, capped=capped):
@@ -390,12 +401,21 @@ class Pipeline:
         self.timings.append(took)
         self.unstored.update(facts)
 
-    def _advance(self, job_id: str, status: Status, control: Control, **facts: object) -> None:
+    def _advance(
+        self,
+        job_id: str,
+        status: Status,
+        control: Control,
+        log_sink: LogSink | None = None,
+        **facts: object,
+    ) -> None:
         """Move the job to `status`, storing `facts` and what is unstored in the same
         transaction."""
         self._check_point(control)
         facts = {**self.unstored, **facts}
         with db.session_scope(self.settings) as session:
+            if log_sink is not None:
+                log_sink.flush(session)
             moved = store.advance(session, job_id, self.worker_id, status, **facts)
             if not moved:
                 # Kept for the job's record all the same (it stays ours if cancelled).

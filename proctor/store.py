@@ -330,11 +330,10 @@ def _claim_candidate(*, capped: bool) -> ScalarSelect[str]:
     )
 
 
-def load_context(session: Session, job_id: str) -> bytes:
+def load_context(session: Session, job_id: str) -> bytes | None:
+    """The job's stored build context; None if it has none (it always should)."""
     context = session.get(JobContext, job_id)
-    if context is None:
-        raise exceptions.NotFound(f"job {job_id} has no stored build context")
-    return context.data
+    return None if context is None else context.data
 
 
 def advance(session: Session, job_id: str, worker_id: str, status: Status, **values: Any) -> bool:

@@ -195,7 +195,13 @@ class Worker:
             )
             if job is None:
                 return False
-            ticket = Ticket(id=job.id, timeout=job.timeout, dataset=job.dataset, gpus=job.gpus)
+            ticket = Ticket(
+                id=job.id,
+                timeout=job.timeout,
+                context=store.load_context(session, job.id),
+                dataset=job.dataset,
+                gpus=job.gpus,
+            )
             job_id, attempt = job.id, job.attempts
             if attempt > 1:
                 store.clear_logs(session, job_id)
