@@ -460,20 +460,20 @@ class DockerEngine:
                     self._client.images.remove(str(image.id), force=True)
 
 
+_SOCKET_POOL_KEY = "http+docker://localhost"
+
+
 class _SocketAdapter(UnixHTTPAdapter):
     """docker-py's adapter for the engine's Unix socket, with one connection pool.
 
     docker-py keys its pools by the whole URL, so every call about a new container or
-    image opened a new connection to the engine, and each pool past the 25th closed an
-    older one: 1-2 ms of CPU per call on both sides, most of a job's engine calls.
-    The socket is the same for every URL; one pool serves them all.
+    image (most of a job's calls) opened a new connection to the engine, and each pool
+    past the 25th closed an older one. The socket is the same for every URL; one pool
+    serves them all.
     """
 
     def get_connection(self, url: str | bytes, proxies: Mapping[str, str] | None = None) -> Any:
         return super().get_connection(_SOCKET_POOL_KEY, proxies)
-
-
-_SOCKET_POOL_KEY = "http+docker://localhost"
 
 
 def _share_socket_connections(client: docker.DockerClient) -> None:
