@@ -5,7 +5,7 @@ lease, so a worker that lost its lease can never overwrite a newer attempt.
 
 UPDATEs skip the ORM's synchronisation of the session (`synchronize_session=False`):
 no object in the session holds the rows they change, or the caller refreshes it, and
-synchronising may read the changed rows back (half the cost of a phase observation).
+synchronising may read the changed rows back (a sixth of a phase observation's cost).
 """
 
 from __future__ import annotations
