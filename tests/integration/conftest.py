@@ -169,8 +169,22 @@ def make_stack(
     return make
 
 
-def containers_of(client: docker.DockerClient, job_id: str) -> list[Any]:
-    return list(client.containers.list(all=True, filters={"label": f"{JOB_LABEL}={job_id}"}))
+def containers_of(client: docker.DockerClient, job_id: str, *, running: bool = False) -> list[Any]:
+    """The job's containers. Sparse: the list is not followed by one inspect per container,
+    which would race the engine removing a build step's container between the two."""
+    filters: dict[str, Any] = {"label": f"{JOB_LABEL}={job_id}"}
+    if running:
+        filters["status"] = "running"
+    return list(client.containers.list(all=True, filters=filters, sparse=True))
+
+
+def wait_for_sandbox(client: docker.DockerClient, job_id: str, timeout: float = 60) -> None:
+    """Wait until the job's sandbox container runs. The job's status says `running` a
+    moment before, and a build step's container (never started) may still be there."""
+    deadline = time.monotonic() + timeout
+    while not containers_of(client, job_id, running=True):
+        assert time.monotonic() < deadline, "the job's container never started"
+        time.sleep(0.1)
 
 
 def managed_images(client: docker.DockerClient, job_id: str) -> list[Any]:

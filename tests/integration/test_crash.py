@@ -25,7 +25,15 @@ from proctor.engine import JOB_LABEL, WORKER_LABEL
 from proctor.models import Job, JobContext
 
 from ..conftest import SettingsFactory
-from .conftest import Api, ApiFactory, WorkerFactory, containers_of, dockerfile, tar_context
+from .conftest import (
+    Api,
+    ApiFactory,
+    WorkerFactory,
+    containers_of,
+    dockerfile,
+    tar_context,
+    wait_for_sandbox,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -125,20 +133,13 @@ def kill_and_replace(first: subprocess.Popen[bytes], spawn_worker: WorkerProcess
     spawn_worker("b")
 
 
-def wait_for_container(client: docker.DockerClient, job_id: str) -> None:
-    deadline = time.monotonic() + 60
-    while not containers_of(client, job_id):
-        assert time.monotonic() < deadline, "the job's container never started"
-        time.sleep(0.1)
-
-
 def test_crash_kill_9_worker_mid_run_job_completes_elsewhere(
     crash_api: Api, spawn_worker: WorkerProcess, docker_client: docker.DockerClient
 ) -> None:
     job_id = crash_api.submit_ok(dockerfile(f"sleep 4; {PERF}"))["id"]
     first = spawn_worker("a")
     crash_api.wait(job_id, {"running"}, timeout=60)
-    wait_for_container(docker_client, job_id)
+    wait_for_sandbox(docker_client, job_id)
 
     kill_and_replace(first, spawn_worker)
     job = crash_api.wait(job_id, timeout=WAIT_SECONDS)

@@ -19,6 +19,7 @@ from .conftest import (
     containers_of,
     dockerfile,
     managed_images,
+    wait_for_sandbox,
 )
 
 pytestmark = pytest.mark.docker
@@ -154,10 +155,7 @@ def test_pipeline_cancel_running_job_removes_container_within_seconds(
 ) -> None:
     job_id = api.submit_ok(dockerfile("echo started; sleep 300"))["id"]
     api.wait(job_id, {"running"})
-    deadline = time.monotonic() + 30
-    while not containers_of(docker_client, job_id):
-        assert time.monotonic() < deadline, "the container never started"
-        time.sleep(0.1)
+    wait_for_sandbox(docker_client, job_id, timeout=30)
 
     cancelled_at = time.monotonic()
     response = api.post(f"/api/v1/jobs/{job_id}/cancel")

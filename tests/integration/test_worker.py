@@ -22,7 +22,14 @@ from proctor.models import Job
 from proctor.worker import Worker
 
 from ..conftest import SettingsFactory
-from .conftest import Api, ApiFactory, WorkerFactory, containers_of, dockerfile
+from .conftest import (
+    Api,
+    ApiFactory,
+    WorkerFactory,
+    containers_of,
+    dockerfile,
+    wait_for_sandbox,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -65,10 +72,7 @@ def test_worker_signal_stops_cleanly_and_requeues(
 ) -> None:
     job_id = api.submit_ok(dockerfile("sleep 300"))["id"]
     api.wait(job_id, {"running"}, timeout=60)
-    deadline = time.monotonic() + 30
-    while not containers_of(docker_client, job_id):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for_sandbox(docker_client, job_id, timeout=30)
 
     worker_process.send_signal(signum)
     try:
@@ -232,10 +236,7 @@ def test_worker_that_loses_its_lease_stops_the_job_and_keeps_off(
     make_worker()
     job_id = api.submit_ok(dockerfile("sleep 300"))["id"]
     api.wait(job_id, {"running"})
-    deadline = time.monotonic() + 30
-    while not containers_of(docker_client, job_id):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for_sandbox(docker_client, job_id, timeout=30)
 
     # Another worker now holds the job (as after a partition that outlasted the lease).
     with db.session_scope(settings) as session:
