@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -12,11 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from proctor import exceptions
+from proctor.cache import ExpiringCache
 from proctor.checks import Finding, Severity, Subject
 
 HADOLINT = "hadolint"
 LINT_TIMEOUT_SECONDS = 30
 STDERR_TAIL_CHARS = 2000
+# Reports kept by the Dockerfile's digest: a resubmitted Dockerfile (a new context, a
+# retry) is not linted again. Each run of hadolint costs about 10 ms of CPU.
+REPORT_CACHE_SECONDS = 3600
+REPORT_CACHE_ENTRIES = 1024
 # hadolint's levels, mapped so that lint alone never blocks a job at the default
 # block_severity (high): style is the author's business, not the operator's.
 LEVELS = {
@@ -49,11 +55,25 @@ class HadolintCheck:
         self.executable = executable
         self.ignore = tuple(ignore)
         self.timeout_seconds = timeout_seconds
+        # Findings are immutable; the settings above are fixed for this instance.
+        self._reports: ExpiringCache[bytes, tuple[Finding, ...]] = ExpiringCache(
+            REPORT_CACHE_SECONDS, REPORT_CACHE_ENTRIES
+        )
 
     def __call__(self, subject: Subject) -> list[Finding]:
         return self.lint(subject.dockerfile)
 
     def lint(self, dockerfile: str) -> list[Finding]:
+        """hadolint's findings on `dockerfile`: from the last run on the same text, if
+        there was one lately."""
+        digest = hashlib.sha256(dockerfile.encode()).digest()
+        report = self._reports.get(digest)
+        if report is None:
+            report = tuple(self._run(dockerfile))
+            self._reports.put(digest, report)
+        return list(report)
+
+    def _run(self, dockerfile: str) -> list[Finding]:
         command = [self.executable, "--format", "json", "--no-fail", "--no-color"]
         command += ["--disable-ignore-pragma"]
         for rule in self.ignore:

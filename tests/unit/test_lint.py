@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,18 @@ def test_parse_hadolint_rejects_output_that_is_not_its_report() -> None:
 def test_hadolint_that_cannot_start_is_a_check_error(tmp_path: Path) -> None:
     with pytest.raises(exceptions.CheckError, match="could not start"):
         lint.HadolintCheck(str(tmp_path / "missing"))(subject("FROM x\n"))
+
+
+def test_hadolint_runs_once_per_dockerfile_text(hadolint: str, tmp_path: Path) -> None:
+    copy = tmp_path / "hadolint"
+    shutil.copy(hadolint, copy)
+    check = lint.HadolintCheck(str(copy))
+    text = "FROM proctor/busybox:latest\nRUN sudo ls\n"
+    first = check(subject(text))
+
+    copy.unlink()  # a second run of hadolint would now fail
+    again = check(subject(text))
+
+    assert again == first and "DL3004" in {f.rule for f in again}
+    with pytest.raises(exceptions.CheckError, match="could not start"):
+        check(subject(text + "RUN true\n"))  # other text: linted, not answered from before
