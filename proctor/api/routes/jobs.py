@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -419,11 +418,17 @@ async def get_job(
         status: jobs.Status | None = out.status
         while not answers(status):
             left = deadline - time.monotonic()
-            if left <= 0 or await request.is_disconnected():
+            if left <= 0:
                 break
-            # A change wakes this at once; the timeout is the fallback for a lost notice.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(left, WAIT_RECHECK_SECONDS))
+            # A change wakes this at once; the timeout is the fallback for a lost notice,
+            # and where a client that went away is noticed (asking on every change costs
+            # more than the status read: a wake is frequent on SQLite).
+            try:
+                async with asyncio.timeout(min(left, WAIT_RECHECK_SECONDS)):
+                    await changed.wait()
+            except TimeoutError:
+                if await request.is_disconnected():
+                    break
             changed.clear()
             # Any commit may wake this (on SQLite, any change to the database): the
             # status alone says whether to answer, for a fraction of a whole read.
