@@ -257,3 +257,97 @@ def test_sessionmaker_is_made_once_per_database(make_settings: SettingsFactory) 
     assert db.sessionmaker_for(settings) is not factory
     with db.session_scope(settings) as session:
         assert store.counts_by_status(session) == {}
+
+
+# --- SQLite: one writing session at a time per process ------------------------------
+
+TURN_SECONDS = 5  # far below the 30 s a leaked turn would hold a writer up
+
+
+def sqlite_only(request: pytest.FixtureRequest) -> None:
+    if request.config.getoption("--database") != "sqlite":
+        pytest.skip("the write turn is SQLite's: runs with --database sqlite")
+
+
+def write_in_thread(settings: Settings, owner_id: int) -> threading.Event:
+    """Queue a job from another thread; the event is set once it is committed."""
+    done = threading.Event()
+
+    def write() -> None:
+        with db.session_scope(settings) as session:
+            store.create_job(session, store.NewJob(owner_id=owner_id, context=b"x", timeout=5))
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    return done
+
+
+def alice(settings: Settings) -> int:
+    users.add_user(settings, "alice", admin=False)
+    with db.session_scope(settings) as session:
+        return users.find_user(session, "alice").id
+
+
+def test_sqlite_writers_of_one_process_take_turns_and_lose_nothing(
+    request: pytest.FixtureRequest, settings: Settings
+) -> None:
+    sqlite_only(request)
+    owner = alice(settings)
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for _ in range(25):
+                with db.session_scope(settings) as session:
+                    new = store.NewJob(owner_id=owner, context=b"x", timeout=5)
+                    store.create_job(session, new)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    with db.session_scope(settings) as session:
+        assert store.queued_count(session, owner) == 200
+
+
+def test_sqlite_write_turn_ends_with_commit_rollback_or_close(
+    request: pytest.FixtureRequest, settings: Settings
+) -> None:
+    sqlite_only(request)
+    owner = alice(settings)
+    new = store.NewJob(owner_id=owner, context=b"x", timeout=5)
+
+    with db.session_scope(settings) as session:
+        store.create_job(session, new)
+    assert write_in_thread(settings, owner).wait(TURN_SECONDS), "turn kept after commit"
+
+    with pytest.raises(RuntimeError), db.session_scope(settings) as session:
+        store.create_job(session, new)
+        session.flush()
+        raise RuntimeError("the caller failed mid-transaction")
+    assert write_in_thread(settings, owner).wait(TURN_SECONDS), "turn kept after rollback"
+
+    bare = db.sessionmaker_for(settings)()
+    bare.execute(update(Job).values(name="renamed"))
+    bare.close()  # neither committed nor rolled back by the caller
+    assert write_in_thread(settings, owner).wait(TURN_SECONDS), "turn kept after close"
+    with db.session_scope(settings) as session:
+        assert store.queued_count(session, owner) == 4
+
+
+def test_sqlite_reading_session_leaves_the_turn_to_writers(
+    request: pytest.FixtureRequest, settings: Settings
+) -> None:
+    sqlite_only(request)
+    owner = alice(settings)
+    with db.session_scope(settings) as reading:
+        store.queued_count(reading, owner)
+        # Open, having read: a writer elsewhere in the process goes ahead meanwhile.
+        assert write_in_thread(settings, owner).wait(TURN_SECONDS)
+    with db.session_scope(settings) as session:
+        assert store.queued_count(session, owner) == 1
