@@ -229,6 +229,7 @@ class ApiServer:
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Installs its own SIGINT/SIGTERM handlers: `_StopRequest` no longer sees them.
         self._supervisor = Multiprocess(self.config, sockets=[listener])
+        self._note_signals()
         if self._stopping:
             self._supervisor.should_exit.set()
         try:
@@ -236,7 +237,26 @@ class ApiServer:
         finally:
             listener.close()
             shutil.rmtree(metrics, ignore_errors=True)
-        self.signalled = not self._stopping
+        self.signalled = self.signalled or not self._stopping
+
+    def _note_signals(self) -> None:
+        """Remember a SIGINT or SIGTERM, then hand it to the supervisor's handler.
+
+        Ctrl-C in a terminal reaches `up`'s worker as well: when the worker exits first,
+        its watch stops the server before the supervisor acts on the signal, and only
+        this says that the stop was asked for.
+        """
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            supervisors = signal.getsignal(signum)
+
+            def noted(
+                received: int, frame: FrameType | None, supervisors: Any = supervisors
+            ) -> None:
+                self.signalled = True
+                if callable(supervisors):
+                    supervisors(received, frame)
+
+            signal.signal(signum, noted)
 
 
 @app.command()

@@ -3,8 +3,10 @@ requests, with one set of metrics and a clean stop."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,3 +53,22 @@ def test_up_with_two_api_processes_serves_scores_and_stops_cleanly(
 
         assert service.stop(signal.SIGINT, group=True) == 0, service.log()
         assert not metrics_dirs[0].exists()
+
+
+def test_up_with_two_api_processes_stops_cleanly_when_ctrl_c_reaches_its_worker_first(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # In a terminal both get Ctrl-C; the worker may be gone, and its watch stopping the
+    # API, before `up` handles its own signal: still a requested stop, exit 0.
+    with running_up(request, tmp_path, "--processes", "2") as service:
+        [worker] = [
+            pid
+            for pid in service.children()
+            if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        ]
+        os.kill(worker, signal.SIGINT)
+        while Path(f"/proc/{worker}").exists():  # reaped by `up`, which then stops its API
+            time.sleep(0.01)
+
+        assert service.stop(signal.SIGINT) == 0, service.log()
+        assert "exited unexpectedly" not in service.log()
