@@ -269,13 +269,22 @@ def sqlite_only(request: pytest.FixtureRequest) -> None:
         pytest.skip("the write turn is SQLite's: runs with --database sqlite")
 
 
+def queue_one(settings: Settings, owner_id: int) -> None:
+    with db.session_scope(settings) as session:
+        store.create_job(session, store.NewJob(owner_id=owner_id, context=b"x", timeout=5))
+
+
+def queued(settings: Settings, owner_id: int) -> int:
+    with db.session_scope(settings) as session:
+        return store.queued_count(session, owner_id)
+
+
 def write_in_thread(settings: Settings, owner_id: int) -> threading.Event:
     """Queue a job from another thread; the event is set once it is committed."""
     done = threading.Event()
 
     def write() -> None:
-        with db.session_scope(settings) as session:
-            store.create_job(session, store.NewJob(owner_id=owner_id, context=b"x", timeout=5))
+        queue_one(settings, owner_id)
         done.set()
 
     threading.Thread(target=write, daemon=True).start()
@@ -298,9 +307,7 @@ def test_sqlite_writers_of_one_process_take_turns_and_lose_nothing(
     def writer() -> None:
         try:
             for _ in range(25):
-                with db.session_scope(settings) as session:
-                    new = store.NewJob(owner_id=owner, context=b"x", timeout=5)
-                    store.create_job(session, new)
+                queue_one(settings, owner)
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -311,8 +318,7 @@ def test_sqlite_writers_of_one_process_take_turns_and_lose_nothing(
         thread.join()
 
     assert errors == []
-    with db.session_scope(settings) as session:
-        assert store.queued_count(session, owner) == 200
+    assert queued(settings, owner) == 200
 
 
 def test_sqlite_write_turn_ends_with_commit_rollback_or_close(
@@ -322,8 +328,7 @@ def test_sqlite_write_turn_ends_with_commit_rollback_or_close(
     owner = alice(settings)
     new = store.NewJob(owner_id=owner, context=b"x", timeout=5)
 
-    with db.session_scope(settings) as session:
-        store.create_job(session, new)
+    queue_one(settings, owner)
     assert write_in_thread(settings, owner).wait(TURN_SECONDS), "turn kept after commit"
 
     with pytest.raises(RuntimeError), db.session_scope(settings) as session:
@@ -336,8 +341,7 @@ def test_sqlite_write_turn_ends_with_commit_rollback_or_close(
     bare.execute(update(Job).values(name="renamed"))
     bare.close()  # neither committed nor rolled back by the caller
     assert write_in_thread(settings, owner).wait(TURN_SECONDS), "turn kept after close"
-    with db.session_scope(settings) as session:
-        assert store.queued_count(session, owner) == 4
+    assert queued(settings, owner) == 4
 
 
 def test_sqlite_reading_session_leaves_the_turn_to_writers(
@@ -349,5 +353,4 @@ def test_sqlite_reading_session_leaves_the_turn_to_writers(
         store.queued_count(reading, owner)
         # Open, having read: a writer elsewhere in the process goes ahead meanwhile.
         assert write_in_thread(settings, owner).wait(TURN_SECONDS)
-    with db.session_scope(settings) as session:
-        assert store.queued_count(session, owner) == 1
+    assert queued(settings, owner) == 1
