@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import delete, update
 
-from proctor import db, exceptions, jobs, pipeline, store, users
+from proctor import changes, db, exceptions, jobs, pipeline, store, users
 from proctor.config import Settings
 from proctor.jobs import ErrorCode, Outcome, Status
 from proctor.models import Base, Job, PhaseHistogram, User
@@ -40,6 +40,38 @@ def job(settings: Settings, job_id: str) -> Job:
         found = session.get(Job, job_id)
         assert found is not None
         return found
+
+
+def test_created_job_is_stored_as_returned_with_its_context_and_wakes_workers(
+    settings: Settings,
+) -> None:
+    users.add_user(settings, "alice", admin=False)
+    heard, listening, stop = threading.Event(), threading.Event(), threading.Event()
+    listener = threading.Thread(
+        target=changes.listen,
+        args=(settings.database_url, store.QUEUE_CHANNEL, lambda _: heard.set(), stop, listening),
+        daemon=True,
+    )
+    listener.start()
+    try:
+        assert listening.wait(10)
+        with db.session_scope(settings) as session:
+            owner = users.find_user(session, "alice")
+            new = store.NewJob(
+                owner_id=owner.id, context=b"ctx", timeout=7, name="n", dataset="d", gpus=2
+            )
+            created = store.create_job(session, new)
+        assert heard.wait(10), "no worker would hear of the queued job"
+    finally:
+        stop.set()
+        listener.join(10)
+
+    stored = job(settings, created.id)
+    columns = [column.key for column in Job.__table__.columns]
+    assert {c: getattr(stored, c) for c in columns} == {c: getattr(created, c) for c in columns}
+    assert (stored.status, stored.name, stored.gpus, stored.context_size) == ("queued", "n", 2, 3)
+    with db.session_scope(settings) as session:
+        assert store.load_context(session, created.id) == b"ctx"
 
 
 def test_claim_takes_oldest_first_and_each_job_once(settings: Settings) -> None:
