@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, aliased
 from proctor import exceptions, jobs, users
 from proctor.jobs import ErrorCode, Outcome, Status
 from proctor.models import (
+    Base,
     Job,
     JobContext,
     LogChunk,
@@ -103,9 +104,15 @@ _NEW_JOB_COLUMNS = (
     "created_at",
 )
 # Built once, values bound at each call: building and keying a statement per call costs
-# more than running it. The context's job_id is bound to the job's "id".
-_INSERT_JOB = insert(Job).values({key: bindparam(key) for key in _NEW_JOB_COLUMNS})
-_INSERT_CONTEXT = insert(JobContext).values(job_id=bindparam("id"), data=bindparam("context"))
+# more than running it. On the tables, not the mapped classes: an ORM INSERT goes through
+# the ORM's bulk insert, which keys the statement again at every call. The context's
+# job_id is bound to the job's "id".
+_INSERT_JOB = insert(Base.metadata.tables[Job.__tablename__]).values(
+    {key: bindparam(key) for key in _NEW_JOB_COLUMNS}
+)
+_INSERT_CONTEXT = insert(Base.metadata.tables[JobContext.__tablename__]).values(
+    job_id=bindparam("id"), data=bindparam("context")
+)
 # PostgreSQL: both rows and the workers' wake-up in one statement, one round trip. The
 # foreign key from the context to the job is checked at the end of the statement.
 _INSERT_JOB_AND_NOTIFY = select(func.pg_notify(QUEUE_CHANNEL, "")).add_cte(
