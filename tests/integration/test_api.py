@@ -130,6 +130,9 @@ def test_api_requires_a_valid_token(api: Api) -> None:
     assert_error(bad, 401, "unauthorized")
     assert bad.headers["www-authenticate"] == "Bearer"
     assert_error(api.http.post("/api/v1/jobs", content=TRIVIAL), 401, "unauthorized")
+    for header in ("Basic dXNlcjpwYXNz", "Bearer", "Bearer   "):
+        other = api.http.get("/api/v1/jobs", headers={"Authorization": header})
+        assert_error(other, 401, "unauthorized", "bearer token")
 
 
 def test_api_other_users_job_is_404_and_admin_sees_all(make_api: ApiFactory) -> None:
