@@ -47,8 +47,17 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         default=os.environ.get(POSTGRES_URL_ENV, ""),
         help=f"a PostgreSQL URL that may create databases (env {POSTGRES_URL_ENV})",
     )
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=measure.API_PROCESSES,
+        help="`serve --processes` for the api measurement (default: serve's own, %(default)s)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.api_processes < 1:
+        parser.error("--api-processes must be at least 1")
+    return args
 
 
 def docker_version() -> str:
@@ -85,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 quick=args.quick,
                 databases=Databases(backend, args.postgres_url),
                 backend=backend,
+                api_processes=args.api_processes,
             )
             console.print(f"[bold]{name}[/bold] on {backend}…")
             begun = time.monotonic()
@@ -98,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "commit": git_commit(),
         "quick": args.quick,
         "databases": backends,
+        "api_processes": args.api_processes,
         "seconds": {**timings, "total": round(time.monotonic() - started, 1)},
     }
     report.print_table(rows, f"proctor benchmark ({meta['date']})", console)

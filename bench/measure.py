@@ -3,7 +3,6 @@ same run (see README.md for what each compares)."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 import time
@@ -43,7 +42,11 @@ POST_RPS_MIN = 200.0
 HISTORY_RATIO_MAX = 2.0
 MEMORY_RATIO_MAX = 2.0  # under load, at most twice the idle resident size
 WARMUP_JOBS = 2
-API_PROCESSES = os.cpu_count() or 1  # `serve --processes`: one per core
+# `serve --processes` in the api measurement: serve's default. The load generator, the
+# worker and PostgreSQL share the machine's cores with the API: with a process per core
+# the CPUs are oversubscribed and the scheduler, not the app, sets the tail (see
+# docs/performance.md).
+API_PROCESSES: int = Settings.model_fields["api_processes"].default
 SLEEPY_DOCKERFILE = (
     "FROM proctor/busybox:latest\n"
     'CMD ["sh", "-c", "sleep 30; echo \'{\\"perf\\": 1}\' > /data/perf.json"]\n'
@@ -58,6 +61,7 @@ class Options:
     quick: bool
     databases: Databases
     backend: str
+    api_processes: int = API_PROCESSES
 
     @property
     def runs(self) -> int:
@@ -186,7 +190,7 @@ def api(options: Options) -> list[Row]:
         options.databases,
         max_queued_per_user="0",
         worker_concurrency="2",
-        api_processes=str(API_PROCESSES),
+        api_processes=str(options.api_processes),
     ) as service:
         server = service.start("serve").pid
         service.start("worker")
@@ -206,7 +210,7 @@ def api(options: Options) -> list[Row]:
                 f"{service.url}/api/v1/jobs", seconds, service.token, POST_DOCKERFILE, server
             )
     note = (
-        f"wrk -c{WRK_CONNECTIONS}, {seconds} s, {API_PROCESSES} API processes, "
+        f"wrk -c{WRK_CONNECTIONS}, {seconds} s, {options.api_processes} API process(es), "
         "baseline GET /healthz"
     )
     rows = [

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from bench import __main__ as cli
 from bench import load, measure, report
 from bench.report import Goal, Row, Target
 from bench.service import Databases
+from proctor.config import Settings
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:8000/api/v1/jobs/x
@@ -103,6 +105,13 @@ def test_write_json_records_rows_with_ratio_and_verdict(tmp_path: Path) -> None:
     assert recorded["ratio"] == 4.0
     assert recorded["passed"] is False
     assert recorded["target"]["text"] == "ratio ≤ 2"
+
+
+def test_api_measurement_runs_serve_as_configured_by_default() -> None:
+    assert cli.parse([]).api_processes == Settings().api_processes == 1
+    assert cli.parse(["--api-processes", "2"]).api_processes == 2
+    with pytest.raises(SystemExit):
+        cli.parse(["--api-processes", "0"])
 
 
 def test_parse_wrk_reads_rate_percentiles_and_errors() -> None:
